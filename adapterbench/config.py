@@ -1,0 +1,241 @@
+"""Pydantic schemas of suite.yaml and train.yaml, and their loading: unknown keys are errors with a "did you mean",
+every error names file, line, key and value, relative paths resolve from the file's folder."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from adapterbench.errors import UserError
+
+TASK_TYPES = ("multiple_choice", "multiple_choice_generate", "perplexity", "generation", "classification")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _resolve(value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
+    base = (info.context or {}).get("base_dir")
+    if value is None or base is None or value.is_absolute():
+        return value
+    return (Path(base) / value).resolve()
+
+
+class TaskConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    type: Literal[TASK_TYPES]  # type: ignore[valid-type]
+    data: Path
+    fields: dict[str, str] = {}
+    limit: Optional[int] = Field(None, gt=0)
+    max_new_tokens: int = Field(64, gt=0)
+    num_fewshot: int = Field(0, ge=0)
+    fewshot_data: Optional[Path] = None
+    labels: Optional[list[str]] = None
+    verbalizers: Optional[dict[str, str]] = None
+    method: Literal["generate", "loglikelihood"] = "generate"
+    chat_template: bool = True
+    system_prompt: Optional[str] = None
+
+    resolve_paths = field_validator("data", "fewshot_data")(_resolve)
+
+    @model_validator(mode="after")
+    def _classification_needs_labels(self):
+        if self.type == "classification" and not self.labels:
+            raise ValueError("a classification task needs 'labels' (the list of class names)")
+        if self.verbalizers and self.labels and set(self.verbalizers) - set(self.labels):
+            raise ValueError(f"verbalizers name labels not in 'labels': {sorted(set(self.verbalizers) - set(self.labels))}")
+        if self.num_fewshot and self.fewshot_data is None:
+            raise ValueError("num_fewshot > 0 needs 'fewshot_data' (a train file to draw examples from)")
+        return self
+
+
+class SuiteConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    tasks: list[TaskConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_task_names(self):
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class DataConfig(Strict):
+    format: Literal["text", "instruction"]
+    train: Path
+    val: Optional[Path] = None
+    fields: dict[str, str] = {}
+
+    resolve_paths = field_validator("train", "val")(_resolve)
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    layers: Optional[list[int]] = None
+
+
+class EvalConfig(Strict):
+    every: int = Field(50, gt=0)
+    suite: Optional[Path] = None
+    tasks: Optional[list[str]] = None
+    limit: Optional[int] = Field(None, gt=0)
+
+    resolve_paths = field_validator("suite")(_resolve)
+
+
+class EarlyStoppingConfig(Strict):
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(3, gt=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class CheckpointConfig(Strict):
+    every: Optional[int] = Field(None, gt=0)
+    keep: int = Field(2, ge=1)
+
+
+class TrainConfig(Strict):
+    base_model: str = "default"
+    data: DataConfig
+    lora: LoraConfig = LoraConfig()
+    quant: Literal["none", "nf4"] = "nf4"
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    optimizer: Literal["adamw", "adamw_8bit"] = "adamw"
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_grad_norm: float = Field(0.3, gt=0)
+    max_length: int = Field(512, gt=8)
+    max_steps: Optional[int] = Field(None, gt=0)
+    epochs: Optional[float] = Field(None, gt=0)
+    seed: int = 0
+    eval: Optional[EvalConfig] = None
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    out: Path = Path("runs/run")
+
+    resolve_paths = field_validator("out")(_resolve)
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of 'max_steps' and 'epochs'")
+        return self
+
+
+def load_suite(path: str | Path) -> SuiteConfig:
+    return load_config(path, SuiteConfig)
+
+
+def load_train(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    return load_config(path, TrainConfig, overrides)
+
+
+def load_config(path: str | Path, schema: type[BaseModel], overrides: list[str] = ()):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("config file not found", path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        lines = _key_lines(text)
+        raw = yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=path) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise UserError(f"invalid YAML: {getattr(err, 'problem', err)}", path=path, line=line) from None
+    if not isinstance(raw, dict):
+        raise UserError(f"expected a mapping of keys at the top, got {type(raw).__name__}", path=path)
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return schema.model_validate(raw, context={"base_dir": path.parent})
+    except ValidationError as err:
+        raise _user_error(err, schema, raw, path, lines) from None
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """`lora.r=8` sets raw['lora']['r'] = 8; the value is parsed as YAML (numbers, lists, booleans)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"override expects KEY=VALUE (e.g. lora.r=8), got {item!r}")
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {item!r}: '{part}' is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path (e.g. ('tasks', 0, 'type')) to its 1-based line in the YAML text."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                loc = prefix + (key.value,)
+                lines[loc] = key.start_mark.line + 1
+                walk(value, loc)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[prefix + (i,)] = item.start_mark.line + 1
+                walk(item, prefix + (i,))
+
+    try:
+        walk(yaml.compose(text), ())
+    except yaml.YAMLError:
+        pass  # yaml.safe_load reports it with its own line
+    return lines
+
+
+def _user_error(err: ValidationError, schema: type[BaseModel], raw: dict, path: Path, lines: dict) -> UserError:
+    # A misspelt key also makes the real one "missing": the unknown key is the error worth naming.
+    first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    loc = tuple(first["loc"])
+    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(schema, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+        message = f"unknown key{hint}"
+    else:
+        message = "missing required key" if first["type"] == "missing" else first["msg"].removeprefix("Value error, ")
+        if first["type"] != "missing" and "input" in first and not isinstance(first["input"], (dict, list)):
+            message += f" (got {first['input']!r})"
+    extra = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return UserError(message + extra, path=path, line=line, field=key or None)
+
+
+def _known_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed at `loc`, found by walking the schema along the location (list indexes skipped)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = schema.model_fields[part].annotation
+        schema = next((a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), schema)
+    return list(schema.model_fields)
+
+
+def _flatten(annotation: Any):
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    return [leaf for arg in args for leaf in _flatten(arg)]
