@@ -87,7 +87,7 @@ def data_split(
     from adapterbench import data
 
     summary = data.split_file(
-        file, kind, out, ratios=[float(r) for r in ratios.split(",")], seed=seed, ngram=ngram,
+        file, kind, out, ratios=ratios.split(","), seed=seed, ngram=ngram,
         fields=_parse_fields(field), labels=_parse_csv_list(labels), keep_code=keep_code,
         keep_markup=keep_markup, name=name,
     )

@@ -1,0 +1,633 @@
+"""Domain data: read and validate jsonl/csv/txt/md records of four kinds, split them seeded, and measure
+held-out vs train n-gram leakage. Stdlib only, so `adapterbench data ...` starts instantly."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import os
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+from adapterbench.errors import UserError
+
+KINDS = ("text", "instruction", "multiple_choice", "classification")
+# Canonical fields per kind; `fields` maps these onto the user's column names.
+FIELDS = {
+    "text": ("id", "text"),
+    "instruction": ("id", "instruction", "input", "output", "fail_mode"),
+    "multiple_choice": ("id", "question", "choices", "answer"),
+    "classification": ("id", "text", "context", "label"),
+}
+REQUIRED = {"text": ("text",), "instruction": ("instruction", "output"),
+            "multiple_choice": ("question", "answer"), "classification": ("text", "label")}
+TABLE_EXTS = {".jsonl": None, ".csv": ",", ".tsv": "\t"}  # value: the CSV delimiter
+TEXT_EXTS = (".md", ".txt")
+_MISSING = object()
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
+_DIRECTIVE = re.compile(r"^\s*(:[\w-]+:(`[^`]*`)?[\s,.]*)+$")  # a line of d2l roles only: :label:`x`, :end_tab:
+_ROLE = re.compile(r"\s*:cite[tp]?:`[^`]*`|:[\w-]+:`([^`]*)`")
+_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_LINKS_ONLY = re.compile(r"\s*(!?\[[^\]]*\]\([^)]*\)[\s.,;]*)+")
+_D2L_MARK = re.compile(r"\[\*\*(.+?)\*\*\]|\(\*\*(.+?)\*\*\)", re.S)  # d2l's [**text tied to code**]
+_PROTECTED = re.compile(r"(\$\$.*?\$\$|\$[^$]+\$|`[^`]*`)", re.S)  # math and inline code keep their * and _
+_STRONG = re.compile(r"(?<![\w*\\])(\*\*|__)(\S(?:.*?\S)?)\1(?![\w*])", re.S)
+_EMPH = re.compile(r"(?<![\w*\\])([*_])(\S(?:.*?\S)?)\1(?![\w*])", re.S)
+_ESCAPED = re.compile(r"\\([*_])")
+_LETTER = re.compile(r"\(?([A-Za-z])[).:]?")
+_INT = re.compile(r"[+-]?\d+")
+_WORD = re.compile(r"\w+")
+
+
+def _hint(value, options) -> str:
+    close = difflib.get_close_matches(str(value), list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _json_type(v) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UserError(f"unknown kind {kind!r} (expected one of: {', '.join(KINDS)}){_hint(kind, KINDS)}")
+
+
+def _check_fields(kind: str, fields: dict | None) -> dict:
+    fields = dict(fields or {})
+    for canonical in fields:
+        if canonical not in FIELDS[kind]:
+            raise UserError(f"unknown field {canonical!r} for kind {kind} (expected one of: "
+                            f"{', '.join(FIELDS[kind])}){_hint(canonical, FIELDS[kind])}")
+    return fields
+
+
+def _check_labels(labels: list | None) -> list | None:
+    if labels is None:
+        return None
+    labels = [str(label).strip() for label in labels]
+    dupes = [label for label, k in Counter(labels).items() if k > 1]
+    if not all(labels) or dupes:
+        raise UserError(f"label list {','.join(labels)!r} has empty or repeated names (expected distinct names)")
+    return labels
+
+
+def _check_ratios(ratios) -> list[float]:
+    try:
+        shares = [float(r) for r in ratios]
+    except (TypeError, ValueError):
+        shares = []
+    if len(shares) not in (2, 3) or not all(0 < r < 1 for r in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise UserError(f"ratios {','.join(str(r) for r in ratios)} are not valid (expected 2 or 3 positive "
+                        "shares summing to 1: train,test or train,val,test, e.g. 0.7,0.3 or 0.8,0.1,0.1)")
+    return shares
+
+
+# ---------------------------------------------------------------- reading files
+
+def _decode(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read: {e.strerror}", path=path) from None
+    skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        pos = skip + e.start
+        raise UserError(f"not valid UTF-8: byte 0x{raw[pos]:02x} at byte offset {pos} (expected UTF-8 text; "
+                        "re-save the file as UTF-8)", path=path, line=raw.count(b"\n", 0, pos) + 1) from None
+
+
+def _jsonl_rows(text: str, path: Path):
+    # Split on "\n" only: str.splitlines would also break on U+2028, which JSON strings may hold raw.
+    for line_no, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield line_no, UserError(f"malformed JSON: {e.msg} at column {e.colno} (expected one JSON object "
+                                     "per line)", path=path, line=line_no)
+            continue
+        if not isinstance(row, dict):
+            row = UserError(f"expected a JSON object per line, got {_json_type(row)}", path=path, line=line_no)
+        yield line_no, row
+
+
+def _choice_keys(row) -> list[str]:
+    for name in (lambda i: f"choice{i}", lambda i: chr(65 + i)):
+        keys = []
+        while len(keys) < 26 and name(len(keys)) in row:
+            keys.append(name(len(keys)))
+        if keys:
+            return keys
+    return []
+
+
+def _check_header(header: list, kind: str, fields: dict, path: Path, line: int) -> None:
+    dupes = [c for c, k in Counter(header).items() if k > 1]
+    if dupes:
+        raise UserError(f"column {dupes[0]!r} appears twice in the header (expected distinct names)",
+                        path=path, line=line)
+    for canonical in REQUIRED[kind] + (("choices",) if kind == "multiple_choice" else ()):
+        col = fields.get(canonical, canonical)
+        if col in header or (canonical == "choices" and _choice_keys(header)):
+            continue
+        expected = "a 'choices' column, columns choice0..choiceN, or columns A, B, C.." if canonical == "choices" \
+            else f"this column; map yours with --field {canonical}=COLUMN"
+        raise UserError(f"missing column (expected {expected}; header: {', '.join(header)})",
+                        path=path, line=line, field=col)
+
+
+def _csv_rows(text: str, path: Path, delimiter: str, kind: str, fields: dict):
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header, prev = None, 0
+    try:
+        for row in reader:
+            # line_num is where the row ends; a quoted cell may span lines, so report where it starts
+            start, prev = prev + 1, reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [cell.strip() for cell in row]
+                _check_header(header, kind, fields, path, start)
+            elif len(row) > len(header):
+                yield start, UserError(f"{len(row)} cells for {len(header)} columns (expected {len(header)}; quote "
+                                       "cells that contain the delimiter)", path=path, line=start)
+            else:
+                yield start, dict(zip(header, row))
+    except csv.Error as e:
+        raise UserError(f"unreadable CSV: {e}", path=path, line=reader.line_num) from None
+
+
+def _lookup(row: dict, col: str):
+    if col in row or "." not in col:
+        return row.get(col, _MISSING)
+    value = row  # a dotted path into nested JSON, e.g. instances.0.output
+    for part in col.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _as_str(value, field: str, where: dict) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UserError(f"expected a string, got {_json_type(value)}", field=field, **where)
+    return str(value).strip()
+
+
+def _get(row: dict, canonical: str, fields: dict, where: dict, required: bool = True) -> str:
+    col = fields.get(canonical, canonical)
+    value = _lookup(row, col)
+    if value is _MISSING:
+        if required:
+            raise UserError("missing (expected a non-empty string)", field=col, **where)
+        return ""
+    text = _as_str(value, col, where)
+    if required and not text:
+        raise UserError("empty (expected a non-empty string)", field=col, **where)
+    return text
+
+
+def _choices(row: dict, fields: dict, where: dict) -> list[str]:
+    col = fields.get("choices", "choices")
+    value = _lookup(row, col)
+    if value not in (_MISSING, None, ""):
+        if not isinstance(value, list):
+            raise UserError(f"expected a list of choices, got {_json_type(value)}", field=col, **where)
+        named = [(f"{col}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        named = [(key, row[key]) for key in _choice_keys(row)]
+        if not named:
+            raise UserError("missing (expected a 'choices' list, fields choice0..choiceN, or fields A..D)",
+                            field=col, **where)
+    texts = [_as_str(v, name, where) for name, v in named]
+    while texts and not texts[-1]:  # items with fewer choices than the file has columns leave the tail empty
+        texts.pop()
+    for (name, _), text in zip(named, texts):
+        if not text:
+            raise UserError("empty choice (expected text; only trailing choices may be empty)", field=name, **where)
+    if len(texts) < 2:
+        raise UserError(f"{len(texts)} choice(s) (expected at least 2)", field=col, **where)
+    return texts
+
+
+def _answer(row: dict, fields: dict, choices: list, where: dict) -> int:
+    col = fields.get("answer", "answer")
+    value, k = _lookup(row, col), len(choices)
+    expected = f"expected 0-{k - 1} or a letter A-{chr(64 + k)}"
+    if value is _MISSING or value is None or (isinstance(value, str) and not value.strip()):
+        raise UserError(f"{'missing' if value is _MISSING else 'empty'} ({expected})", field=col, **where)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        letter = _LETTER.fullmatch(text)
+        if _INT.fullmatch(text):
+            value = int(text)
+        elif letter:
+            index = ord(letter[1].upper()) - 65
+            if index >= k:
+                raise UserError(f"answer letter {letter[1].upper()!r} out of range for {k} choices ({expected})",
+                                field=col, **where)
+            return index
+        elif text in choices:
+            return choices.index(text)
+        else:
+            raise UserError(f"unknown answer {text!r} ({expected}, or the text of a choice)", field=col, **where)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"expected an answer index or letter, got {_json_type(value)}", field=col, **where)
+    if not 0 <= value < k:
+        raise UserError(f"answer index {value} out of range for {k} choices ({expected})", field=col, **where)
+    return value
+
+
+def _label(row: dict, fields: dict, labels: list | None, where: dict) -> str:
+    col = fields.get("label", "label")
+    value = _lookup(row, col)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if labels is None and isinstance(value, int) and not isinstance(value, bool):
+        raise UserError(f"label index {value} needs a label list (pass --labels NAME0,NAME1,...)",
+                        field=col, **where)
+    text = _get(row, "label", fields, where)
+    if labels is None or text in labels:
+        return text
+    expected = f"one of: {', '.join(labels)}"
+    if _INT.fullmatch(text):
+        if 0 <= int(text) < len(labels):
+            return labels[int(text)]
+        raise UserError(f"label index {text} out of range for {len(labels)} labels (expected 0-{len(labels) - 1} "
+                        f"or {expected})", field=col, **where)
+    raise UserError(f"unknown label {text!r} (expected {expected}){_hint(text, labels)}", field=col, **where)
+
+
+def _normalize(kind: str, row: dict, fields: dict, labels: list | None, where: dict) -> dict:
+    record = {"id": None}
+    if kind == "text":
+        record["text"] = _get(row, "text", fields, where)
+    elif kind == "instruction":
+        record.update(instruction=_get(row, "instruction", fields, where),
+                      input=_get(row, "input", fields, where, required=False),
+                      output=_get(row, "output", fields, where),
+                      fail_mode=_get(row, "fail_mode", fields, where, required=False) or None)
+    elif kind == "multiple_choice":
+        question, choices = _get(row, "question", fields, where), _choices(row, fields, where)
+        record.update(question=question, choices=choices, answer=_answer(row, fields, choices, where))
+    else:
+        record.update(text=_get(row, "text", fields, where),
+                      context=_get(row, "context", fields, where, required=False),
+                      label=_label(row, fields, labels, where))
+    id_col = fields.get("id", "id")
+    if _lookup(row, id_col) is not _MISSING:
+        record["id"] = _as_str(_lookup(row, id_col), id_col, where)
+        if not record["id"]:
+            raise UserError("empty id (expected a unique value, or no id field at all)", field=id_col, **where)
+    return record
+
+
+def _table_records(path: Path, kind: str, fields: dict, labels, problems: list | None) -> list[dict]:
+    ext, text = path.suffix.lower(), _decode(path)
+    delimiter = TABLE_EXTS[ext]
+    rows = _jsonl_rows(text, path) if delimiter is None else _csv_rows(text, path, delimiter, kind, fields)
+    records, seen = [], {}
+    for n, (line, row) in enumerate(rows, 1):
+        where = {"path": path, "line": line}
+        try:
+            if isinstance(row, UserError):
+                raise row
+            record = _normalize(kind, row, fields, labels, where)
+            record["id"] = record["id"] or f"{path.stem}-{n}"
+            if record["id"] in seen:
+                raise UserError(f"duplicate id {record['id']!r} (first on line {seen[record['id']]}; expected "
+                                "unique ids)", field=fields.get("id", "id"), **where)
+            seen[record["id"]] = line
+            records.append(record)
+        except UserError as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
+    return records
+
+
+# ---------------------------------------------------------------- text and markdown
+
+def _drop_comments(line: str, in_comment: bool) -> tuple[str, bool]:
+    """The line without HTML comments; a comment may span lines, so whether one is open carries over."""
+    kept = []
+    while line:
+        marker = "-->" if in_comment else "<!--"
+        at = line.find(marker)
+        if at < 0:
+            if not in_comment:
+                kept.append(line)
+            break
+        if not in_comment:
+            kept.append(line[:at])
+        line, in_comment = line[at + len(marker):], not in_comment
+    return "".join(kept), in_comment
+
+
+def _clean_inline(text: str) -> str:
+    text = _LINK.sub(r"\1", _IMAGE.sub("", text))
+    text = _ROLE.sub(lambda m: m[1] or "", text)  # citations go; :numref:`x` keeps its target x
+    text = _D2L_MARK.sub(lambda m: m[1] or m[2], text)
+    parts = _PROTECTED.split(text)
+    parts[::2] = [_ESCAPED.sub(r"\1", _EMPH.sub(r"\2", _STRONG.sub(r"\2", part))) for part in parts[::2]]
+    return "".join(parts)
+
+
+def _paragraphs(text: str, markdown: bool, keep_code: bool, keep_markup: bool) -> list[str]:
+    """Blank-line separated paragraphs; markdown loses code blocks and markup unless asked to keep them."""
+    clean, paragraphs, lines = markdown and not keep_markup, [], []
+    fence, code, in_comment = None, [], False
+
+    def flush():
+        paragraph = "\n".join(lines).strip()
+        lines.clear()
+        if clean:  # a paragraph of links only is navigation ("[Discussions](url)"), not prose
+            paragraph = "" if _LINKS_ONLY.fullmatch(paragraph) else _clean_inline(paragraph).strip()
+        if paragraph:
+            paragraphs.append(paragraph)
+
+    for line in text.split("\n"):
+        line = line.rstrip()
+        marker = _FENCE.match(line) if markdown else None
+        if fence is None and marker:
+            flush()
+            fence, code = marker[1], [line]
+        elif fence is not None:
+            code.append(line)
+            if marker and marker[1][0] == fence[0] and len(marker[1]) >= len(fence) and not marker[2].strip():
+                fence = None
+                if keep_code:
+                    paragraphs.append("\n".join(code))
+        elif not line:
+            flush()
+        elif clean:
+            line, in_comment = _drop_comments(line, in_comment)
+            if _HEADING.match(line):
+                flush()
+            elif line.strip() and not _DIRECTIVE.match(line):  # markup-only lines go without ending a paragraph
+                lines.append(line)
+        else:
+            lines.append(line)
+    if fence is not None and keep_code:  # an unclosed fence runs to the end of the file
+        paragraphs.append("\n".join(code))
+    flush()
+    return paragraphs
+
+
+def _text_records(path: Path, keep_code: bool, keep_markup: bool, problems: list | None) -> list[dict]:
+    if path.is_dir():
+        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*")
+                       if p.suffix.lower() in TEXT_EXTS and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not files:
+            raise UserError(f"no {' or '.join(TEXT_EXTS)} files in this folder", path=path)
+    else:
+        files = [(path.name, path)]
+    records = []
+    for name, file in files:
+        try:
+            text = _decode(file)
+        except UserError as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
+            continue
+        paragraphs = _paragraphs(text, file.suffix.lower() == ".md", keep_code, keep_markup)
+        records += [{"id": f"{name}#{i}", "text": p} for i, p in enumerate(paragraphs, 1)]
+    return records
+
+
+# ---------------------------------------------------------------- public API
+
+def _load(path, kind, fields, labels, keep_code, keep_markup, problems=None) -> list[dict]:
+    """Records of `path`; with a `problems` list, record-level errors go there instead of being raised."""
+    _check_kind(kind)
+    fields, labels, path = _check_fields(kind, fields), _check_labels(labels), Path(path)
+    if not path.exists():
+        raise UserError("no such file or folder", path=path)
+    ext = path.suffix.lower()
+    if kind == "text" and (path.is_dir() or ext in TEXT_EXTS):
+        records = _text_records(path, keep_code, keep_markup, problems)
+    elif path.is_dir() or ext not in TABLE_EXTS:
+        supported = ", ".join((*TABLE_EXTS, *TEXT_EXTS, "a folder of them") if kind == "text" else TABLE_EXTS)
+        what = "a folder" if path.is_dir() else f"file type {ext or '(none)'!r}"
+        raise UserError(f"{what} is not supported for kind {kind} (supported: {supported})", path=path)
+    else:
+        records = _table_records(path, kind, fields, labels, problems)
+    if not records and not problems:
+        raise UserError("no records (the input is empty, or holds only a header, blank lines or markup)", path=path)
+    return records
+
+
+def read_records(path, kind: str, *, fields: dict | None = None, labels: list | None = None,
+                 keep_code: bool = False, keep_markup: bool = False) -> list[dict]:
+    """Normalized records of one file (or, for text, a folder of .md/.txt); raises UserError on the first problem."""
+    return _load(path, kind, fields, labels, keep_code, keep_markup)
+
+
+def record_text(record: dict, kind: str) -> str:
+    """The text of a record that leakage is measured on."""
+    if kind == "multiple_choice":
+        parts = [record["question"], *record["choices"]]
+    else:
+        parts = [record[key] for key in {"instruction": ("instruction", "input", "output"),
+                                         "classification": ("text", "context")}.get(kind, ("text",))]
+    return "\n".join(part for part in parts if part)
+
+
+def check_file(path, kind: str, *, fields: dict | None = None, labels: list | None = None) -> dict:
+    """Every problem in a file at once, with counts and length/answer/label statistics."""
+    _check_kind(kind)
+    fields, labels, problems = _check_fields(kind, fields), _check_labels(labels), []
+    try:
+        records = _load(path, kind, fields, labels, False, False, problems)
+    except UserError as err:  # the file as a whole could not be read
+        records, problems = [], [str(err)]
+    words = [len(record_text(r, kind).split()) for r in records]
+    stats = {"words_mean": round(sum(words) / len(words), 1) if words else 0, "words_max": max(words, default=0),
+             "duplicate_texts": len(records) - len({record_text(r, kind) for r in records})}
+    if kind == "multiple_choice":
+        stats["answers"] = dict(sorted(Counter(chr(65 + r["answer"]) for r in records).items()))
+    elif kind == "classification":
+        stats["labels"] = dict(Counter(r["label"] for r in records).most_common())
+    elif kind == "instruction":
+        stats["with_input"] = sum(1 for r in records if r["input"])
+    return {"path": str(path), "kind": kind, "records": len(records), "problems": problems, "stats": stats}
+
+
+def format_check_report(report: dict, max_problems: int = 50) -> str:
+    stats = report["stats"]
+    lines = [f"{report['path']} ({report['kind']}): records: {report['records']}, words per record: mean "
+             f"{stats['words_mean']}, max {stats['words_max']}"]
+    for key in ("answers", "labels"):
+        if stats.get(key):
+            lines.append(f"{key}: " + ", ".join(f"{k} {v}" for k, v in stats[key].items()))
+    if stats.get("with_input") is not None:
+        lines.append(f"with a non-empty input: {stats['with_input']}")
+    if stats["duplicate_texts"]:
+        lines.append(f"duplicate texts: {stats['duplicate_texts']} (they can leak across a split)")
+    problems = report["problems"]
+    lines.append(f"{len(problems)} problem(s):" if problems else "no problems found")
+    lines += [f"  {p}" for p in problems[:max_problems]]
+    if len(problems) > max_problems:
+        lines.append(f"  ... and {len(problems) - max_problems} more (--json lists all)")
+    return "\n".join(lines)
+
+
+def split_records(records: list, ratios, seed: int) -> list[list]:
+    """Seeded shuffle cut at rounded cumulative shares; every part gets at least one record."""
+    ratios = _check_ratios(ratios)
+    n, k = len(records), len(ratios)
+    if n < k:
+        raise UserError(f"{n} record(s) cannot fill {k} parts (expected at least {k})")
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    bounds, total = [0], 0.0
+    for ratio in ratios[:-1]:
+        total += ratio
+        bounds.append(int(n * total + 0.5))
+    bounds.append(n)
+    for i in range(1, k):  # push cuts apart so that no part is empty
+        bounds[i] = max(bounds[i], bounds[i - 1] + 1)
+    for i in range(k - 1, 0, -1):
+        bounds[i] = min(bounds[i], bounds[i + 1] - 1)
+    return [shuffled[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
+def _ngram_hashes(tokens: list, n: int) -> list[int]:
+    # Python's per-process hash salt is harmless: the set never outlives one report.
+    return [hash(tuple(tokens[i:i + n])) for i in range(len(tokens) - n + 1)]
+
+
+def leakage_report(train_texts, heldout_texts, *, ngram: int = 8, heldout_ids=None, worst: int = 10) -> dict:
+    """Word n-gram overlap of each held-out text with the whole train side (lowercase, punctuation dropped)."""
+    if ngram < 1:
+        raise UserError(f"ngram {ngram} is not valid (expected a positive number of words, e.g. 8)")
+    train = set()
+    for text in train_texts:
+        train.update(_ngram_hashes(_WORD.findall(text.lower()), ngram))
+    items, spans = [], []
+    for i, text in enumerate(heldout_texts):
+        matches = list(_WORD.finditer(text))
+        hits = [h in train for h in _ngram_hashes([m[0].lower() for m in matches], ngram)]
+        best, start, end = (0, 0, 0), 0, -1  # end: one past the last token of the current covered run
+        for j, hit in enumerate(hits):
+            if hit:
+                start, end = (j if j > end else start), j + ngram
+                if end - start > best[0]:
+                    best = (end - start, start, end)
+        items.append({"id": heldout_ids[i] if heldout_ids is not None else str(i), "longest_overlap": best[0],
+                      "shared_ngram_share": sum(hits) / len(hits) if hits else 0.0})
+        spans.append(text[matches[best[1]].start():matches[best[2] - 1].end()] if best[0] else "")
+    n = len(items)
+    order = sorted((i for i in range(n) if items[i]["longest_overlap"]), key=lambda i: -items[i]["longest_overlap"])
+    return {"ngram": ngram, "n_heldout": n,
+            "share_over_threshold": sum(it["longest_overlap"] >= ngram for it in items) / n if n else 0.0,
+            "mean_shared_ngram_share": sum(it["shared_ngram_share"] for it in items) / n if n else 0.0,
+            "worst": [{"id": items[i]["id"], "longest_overlap": items[i]["longest_overlap"], "span": spans[i]}
+                      for i in order[:worst]],
+            "items": items}
+
+
+def _jsonl_text(records) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def _write_files(out_dir: Path, files: dict) -> None:
+    """Write all files or none: each goes to a temp file in `out_dir` first, then all are renamed into place."""
+    created, temps = not out_dir.exists(), []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+            temps.append((tmp, out_dir / name))
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+        for tmp, target in temps:
+            os.replace(tmp, target)
+    except OSError as e:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise UserError(f"cannot write: {e.strerror or e}", path=e.filename or out_dir) from None
+
+
+def write_jsonl(path, records) -> None:
+    """One JSON object per line, UTF-8, written atomically."""
+    path = Path(path)
+    _write_files(path.parent, {path.name: _jsonl_text(records)})
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_file(path, kind: str, out_dir, *, ratios, seed: int = 0, ngram: int = 8, fields: dict | None = None,
+               labels: list | None = None, keep_code: bool = False, keep_markup: bool = False,
+               name: str | None = None) -> dict:
+    """Read, split and write NAME_train/_val/_test.jsonl and NAME_leakage.json; nothing is written on any error."""
+    ratios, path, out_dir = _check_ratios(ratios), Path(path), Path(out_dir)
+    name = name or (path.resolve().name if path.is_dir() else path.stem)
+    if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
+        raise UserError(f"name {name!r} is not valid (expected letters, digits, '.', '-' or '_')")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError("exists and is not a folder (expected a folder for the split files)", path=out_dir)
+    records = read_records(path, kind, fields=fields, labels=labels, keep_code=keep_code, keep_markup=keep_markup)
+    parts = dict(zip(("train", "test") if len(ratios) == 2 else ("train", "val", "test"),
+                     split_records(records, ratios, seed)))
+    heldout = [r for part, rs in parts.items() if part != "train" for r in rs]
+    report = leakage_report([record_text(r, kind) for r in parts["train"]], [record_text(r, kind) for r in heldout],
+                            ngram=ngram, heldout_ids=[r["id"] for r in heldout])
+    files = {f"{name}_{part}.jsonl": _jsonl_text(rs) for part, rs in parts.items()}
+    leakage_name = f"{name}_leakage.json"
+    files[leakage_name] = json.dumps({"input": str(path), "kind": kind, "seed": seed, "ratios": ratios, **report},
+                                     indent=2, ensure_ascii=False) + "\n"
+    _write_files(out_dir, files)
+    return {"input": str(path), "kind": kind, "records": len(records), "seed": seed, "ratios": ratios,
+            "parts": {part: {"path": str(out_dir / f"{name}_{part}.jsonl"), "records": len(rs),
+                             "sha256": hashlib.sha256(files[f"{name}_{part}.jsonl"].encode()).hexdigest()}
+                      for part, rs in parts.items()},
+            "leakage": {"path": str(out_dir / leakage_name),
+                        **{k: report[k] for k in ("ngram", "n_heldout", "share_over_threshold",
+                                                  "mean_shared_ngram_share")},
+                        "worst": report["worst"][:3]}}
+
+
+def format_split_summary(summary: dict) -> str:
+    leak = summary["leakage"]
+    lines = [f"split {summary['records']} {summary['kind']} records of {summary['input']} (seed {summary['seed']})"]
+    lines += [f"  {part:<5} {p['records']:>7}  {p['path']}" for part, p in summary["parts"].items()]
+    lines.append(f"leakage ({leak['ngram']}-grams, {leak['n_heldout']} held-out items): "
+                 f"{leak['share_over_threshold']:.1%} share a run of >= {leak['ngram']} words with train; "
+                 f"mean shared n-gram share {leak['mean_shared_ngram_share']:.1%}")
+    for item in leak["worst"]:
+        span = " ".join(item["span"].split())
+        span = span if len(span) <= 70 else span[:70] + "..."
+        lines.append(f"  {item['id']}: {item['longest_overlap']} words, \"{span}\"")
+    lines.append(f"  full report: {leak['path']}")
+    return "\n".join(lines)
