@@ -118,10 +118,57 @@ def _not_yet(issue: int) -> None:
     raise typer.Exit(1)
 
 
-@app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def eval_cmd():
-    """Score the base and any adapters on a suite's lm-eval tasks; results go to the store."""
-    _not_yet(3)
+STORE_HELP = "SQLite store (default: $ADAPTERBENCH_STORE or ./adapterbench.sqlite)."
+
+
+@app.command("eval")
+def eval_cmd(
+    suite: Path = typer.Argument(..., help="suite.yaml: the tasks to score on."),
+    base: str = typer.Option("default", help="Base model: 'default', an HF model dir or a .gguf file."),
+    adapter: List[str] = typer.Option([], "--adapter", "-a",
+                                      help="A PEFT adapter dir, or LABEL=PATH (repeatable). The base is labelled 'base'."),
+    limit: Optional[int] = typer.Option(None, help="Score only the first N items of each task (a quick look)."),
+    tasks: Optional[str] = typer.Option(None, help="Only these tasks of the suite, comma-separated."),
+    batch_size: str = typer.Option("auto", help="Sequences per forward pass, or 'auto'."),
+    dtype: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32."),
+    quant: str = typer.Option("none", help="none | nf4 (load the base in 4-bit, as QLoRA trains it)."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, input, reference and each model's answer."),
+    output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval results JSON per model here."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"eval_id": ..., "results": {LABEL: {TASK: {METRIC: VALUE}}}}.'),
+):
+    """Score the base and every adapter on each task of SUITE, loading the base once. Results (scores with stderr,
+    every answer) go to the store; see them again with `adapterbench runs show`.
+
+    Example: adapterbench eval suite.yaml --adapter runs/qa/adapter --adapter r8=runs/r8/adapter --limit 20
+    """
+    from adapterbench.harness import store as store_mod
+    from adapterbench.harness.evaluate import evaluate, results_table
+
+    if batch_size != "auto" and not batch_size.isdigit():
+        raise UserError(f"--batch-size expects a number or 'auto', got {batch_size!r}")
+    evaluation = evaluate(suite, base=base, adapters=adapter, limit=limit, tasks=_parse_csv_list(tasks),
+                          batch_size=batch_size, dtype=dtype, quant=quant, store=store,
+                          command="adapterbench " + " ".join(sys.argv[1:]))
+    _write_exports(evaluation, predictions_csv, output_dir)
+    if as_json:
+        typer.echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2))
+    else:
+        typer.echo(store_mod.format_evaluation(evaluation))
+        typer.echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
+
+
+def _write_exports(evaluation: dict, predictions_csv: Optional[Path], output_dir: Optional[Path]) -> None:
+    from adapterbench.harness import store as store_mod
+
+    if predictions_csv:
+        store_mod.write_predictions_csv(evaluation, predictions_csv)
+    if output_dir:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for model in evaluation["models"]:
+            name = model["label"].replace("/", "__")
+            path = output_dir / f"results_{evaluation['id']}_{name}.json"
+            path.write_text(json.dumps(store_mod.export_lm_eval(evaluation, model["label"]), indent=2, default=str))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -154,28 +201,74 @@ def generate():
     _not_yet(5)
 
 
-@tasks_app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def tasks_build():
-    """Write the suite's lm-eval task YAML (runs unchanged with lm_eval --include_path DIR)."""
-    _not_yet(3)
+@tasks_app.command("build")
+def tasks_build(
+    suite: Path = typer.Argument(..., help="suite.yaml"),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the task YAML, data and utils.py (replaced whole)."),
+):
+    """Write the suite as lm-eval tasks: one YAML and one JSONL per task and a utils.py with the metric hooks.
+    Run them with lm-eval itself: lm_eval --model hf --model_args pretrained=DIR --include_path OUT --tasks NAMES"""
+    from adapterbench.config import load_suite
+    from adapterbench.tasks.compile import build_suite
+
+    entries = build_suite(load_suite(suite), out)
+    for entry in entries:
+        typer.echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} docs  {entry['yaml']}")
+    chat = [e["name"] for e in entries if e["chat_template"]]
+    if chat:
+        typer.echo(f"\nthese tasks expect the chat template (lm_eval --apply_chat_template): {', '.join(chat)}")
 
 
-@tasks_app.command("list", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def tasks_list():
-    """Show the suite's tasks: type, data, size, metrics."""
-    _not_yet(3)
+@tasks_app.command("list")
+def tasks_list(suite: Path = typer.Argument(..., help="suite.yaml"),
+               as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+    """Show the suite's tasks: type, data file, number of items, chat template, metrics."""
+    import tempfile
+
+    from adapterbench.config import load_suite
+    from adapterbench.tasks.compile import build_suite
+
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = build_suite(load_suite(suite), Path(tmp) / "tasks")
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in e.items() if k != "yaml"} for e in entries], indent=2))
+        return
+    for entry in entries:
+        typer.echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} items  "
+                   f"chat={'yes' if entry['chat_template'] else 'no':<3}  {', '.join(entry['metrics'])}")
 
 
-@runs_app.command("list", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def runs_list():
-    """List the evaluations in the store."""
-    _not_yet(3)
+@runs_app.command("list")
+def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+              limit: int = typer.Option(20, help="Show the newest N."),
+              as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+    """List the evaluations in the store, newest first."""
+    from adapterbench.harness import store as store_mod
+
+    with store_mod.connect(store) as conn:
+        rows = store_mod.list_evaluations(conn, limit=limit)
+    typer.echo(json.dumps(rows, indent=2) if as_json else store_mod.format_evaluation_list(rows))
 
 
-@runs_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def runs_show():
-    """Show one evaluation: models, scores with stderr, exports."""
-    _not_yet(3)
+@runs_app.command("show")
+def runs_show(
+    eval_id: str = typer.Argument("latest", help="An evaluation id, a unique prefix of one, or 'latest'."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    predictions_csv: Optional[Path] = typer.Option(None, help="Write id, input, reference and each model's answer."),
+    output_dir: Optional[Path] = typer.Option(None, help="Write lm-eval results JSON per model here."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"eval_id": ..., "results": {LABEL: {TASK: {METRIC: VALUE}}}}.'),
+):
+    """Show one evaluation: models with identity, scores with stderr; export it for other tools."""
+    from adapterbench.harness import store as store_mod
+    from adapterbench.harness.evaluate import results_table
+
+    with store_mod.connect(store) as conn:
+        evaluation = store_mod.load_evaluation(conn, eval_id, with_samples=bool(predictions_csv))
+    _write_exports(evaluation, predictions_csv, output_dir)
+    if as_json:
+        typer.echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2))
+    else:
+        typer.echo(store_mod.format_evaluation(evaluation))
 
 
 @app.command()

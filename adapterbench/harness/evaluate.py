@@ -1,0 +1,257 @@
+"""evaluate(): load the base once, attach every adapter, score each model on every task of a suite through lm-eval,
+and keep scores, per-sample records and lm-eval's results JSON in the store."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from adapterbench.config import SuiteConfig, load_suite
+from adapterbench.errors import UserError
+
+GENERATION_BATCH = 32  # decoding is memory-bound on a CPU: wider batches are nearly free per token
+LOGLIKELIHOOD_ROWS = 64
+
+
+def parse_adapters(specs) -> dict[str, str]:
+    """`PATH` or `LABEL=PATH` (repeatable) -> {label: path}; a bare path is labelled by its folder name (or the
+    run folder's name when the path is a run's `adapter/` or `best/` dir)."""
+    adapters: dict[str, str] = {}
+    for spec in specs or ():
+        label, sep, path = str(spec).partition("=")
+        if not sep:
+            path = label
+            p = Path(path).resolve()
+            label = f"{p.parent.name}/{p.name}" if p.name in ("adapter", "best") else p.name
+        if label == "base":
+            raise UserError("the label 'base' is reserved for the base model", field="--adapter")
+        if label in adapters:
+            raise UserError(f"two adapters share the label {label!r}; name them with LABEL=PATH", field="--adapter")
+        adapters[label] = path
+    return adapters
+
+
+def load_session(base: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
+                 quant: str = "none", batch_size: int | str = "auto"):
+    """One base in memory with every adapter attached (checked to fit first). Returns (lm, identities)."""
+    from adapterbench.adapters.identity import adapter_identity, check_compatible
+    from adapterbench.adapters.models import load_model, resolve_model
+    from adapterbench.harness.lm import AdapterLM
+
+    adapters = adapters or {}
+    identities = {label: adapter_identity(path) for label, path in adapters.items()}
+    model, tokenizer = load_model(base, dtype=dtype, quant=quant)
+    for path in adapters.values():
+        check_compatible(model, path)
+    if adapters:
+        from peft import PeftModel
+
+        labels = list(adapters)
+        model = PeftModel.from_pretrained(model, adapters[labels[0]], adapter_name=labels[0])
+        for label in labels[1:]:
+            model.load_adapter(adapters[label], adapter_name=label)
+        model.eval()
+    base_path = resolve_model(base)
+    identities = {"base": {"path": str(base_path), "sha256": _base_sha(base_path), "base_name": base,
+                           "manifest": None}, **identities}
+    rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
+    return AdapterLM(model, tokenizer, batch_size=rows), identities
+
+
+def _base_sha(path: Path) -> str:
+    """Name the base by its config and the sizes of its weight files: hashing 500 MB on every run costs seconds."""
+    import hashlib
+
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted(path.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None = None) -> dict[bool, dict]:
+    """Compile the suite into `task_dir` and load it with lm-eval's TaskManager, grouped by whether the task wants
+    the chat template (lm-eval applies it per evaluate() call, not per task)."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from adapterbench.tasks.compile import build_suite
+
+    entries = build_suite(suite, task_dir)
+    if only:
+        unknown = sorted(set(only) - {e["name"] for e in entries})
+        if unknown:
+            raise UserError(f"unknown task(s) {unknown}; the suite has {[e['name'] for e in entries]}", field="tasks")
+        entries = [e for e in entries if e["name"] in only]
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    groups: dict[bool, dict] = {}
+    for chat in (True, False):
+        names = [e["name"] for e in entries if e["chat_template"] == chat]
+        if names:
+            groups[chat] = get_task_dict(names, manager)
+    return groups
+
+
+def score(lm, task_groups: dict[bool, dict], label: str, *, limit: int | None = None) -> dict:
+    """Score the model `label` of `lm` on every loaded task: {"scores", "samples", "lm_eval"}."""
+    from lm_eval.evaluator import evaluate as lm_eval_evaluate
+
+    scores, samples, merged = [], [], {}
+    with lm.use(label):
+        for chat, task_dict in task_groups.items():
+            use_chat = chat and bool(getattr(lm.tokenizer, "chat_template", None))
+            result = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True,
+                                      apply_chat_template=use_chat, bootstrap_iters=1000)
+            scores += _scores(label, result)
+            samples += _samples(label, result)
+            for key, value in result.items():
+                if key == "samples":
+                    continue
+                if isinstance(value, dict):
+                    merged.setdefault(key, {}).update(value)
+                else:
+                    merged[key] = value
+    return {"scores": scores, "samples": samples, "lm_eval": merged}
+
+
+def _scores(label: str, result: dict) -> list[dict]:
+    rows = []
+    for task, metrics in result["results"].items():
+        n = result.get("n-samples", {}).get(task, {}).get("effective")
+        for key, value in metrics.items():
+            name, _, filter_name = key.partition(",")
+            if not filter_name or name.endswith("_stderr") or not isinstance(value, (int, float)):
+                continue
+            stderr = metrics.get(f"{name}_stderr,{filter_name}")
+            rows.append({"label": label, "task": task, "metric": name, "value": float(value),
+                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "n": n})
+    return rows
+
+
+def _samples(label: str, result: dict) -> list[dict]:
+    rows = []
+    for task, logged in result.get("samples", {}).items():
+        for sample in logged:
+            doc = sample["doc"]
+            rows.append({"label": label, "task": task, "doc_id": str(doc.get("id", sample["doc_id"])),
+                         "doc_hash": doc.get("doc_hash", ""), "prompt": _prompt(sample),
+                         "prediction": _prediction(sample, doc), "reference": _reference(sample, doc),
+                         "metrics": {m: _plain(sample[m]) for m in sample.get("metrics", []) if m in sample}})
+    return rows
+
+
+def _prompt(sample: dict) -> str:
+    args = sample["arguments"]
+    first = args[0] if isinstance(args, (list, tuple)) else args
+    if isinstance(first, dict):  # lm-eval >= 0.4.9 logs {"gen_args_0": {"arg_0": ...}}
+        first = next(iter(first.values()))
+        return str(next(iter(first.values()))) if isinstance(first, dict) else str(first)
+    return str(first[0] if isinstance(first, (list, tuple)) else first)
+
+
+def _prediction(sample: dict, doc: dict) -> str:
+    responses = sample["filtered_resps"]
+    if "choices" in doc or "verbalizers" in doc:
+        options = doc.get("choices") or doc.get("verbalizers")
+        if responses and isinstance(responses[0], (list, tuple)) and len(responses) == len(options):
+            best = max(range(len(options)), key=lambda i: float(responses[i][0]))
+            return options[best]
+    if responses and isinstance(responses[0], (list, tuple)):
+        return json.dumps([_plain(r) for r in responses])
+    if isinstance(responses, (list, tuple)) and len(responses) == 1:
+        return str(responses[0])
+    return json.dumps(_plain(responses))
+
+
+def _reference(sample: dict, doc: dict) -> str:
+    if "reference" in doc:
+        return doc["reference"]
+    if "choices" in doc:
+        return doc["choices"][doc["answer"]]
+    if "verbalizers" in doc:
+        return doc["verbalizers"][doc["label"]]
+    return doc.get("text", str(sample.get("target", "")))
+
+
+def _plain(value):
+    """Per-sample metric values as JSON: lm-eval gives floats, tuples (corpus-metric items) and numpy scalars."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters=None, limit: int | None = None,
+             batch_size: int | str = "auto", dtype: str = "auto", quant: str = "none", tasks: list[str] | None = None,
+             store: str | Path | None = None, save: bool = True, command: str | None = None) -> dict:
+    """Score `base` and each adapter on every task of `suite`. Returns the evaluation (the store's shape) with its
+    id; with save=True it is written to the store in one transaction."""
+    from adapterbench.harness import store as store_mod
+    from adapterbench.adapters.models import stay_offline
+
+    stay_offline()
+    quiet_libraries()
+    suite_path = None
+    if not isinstance(suite, SuiteConfig):
+        suite_path = Path(suite)
+        suite = load_suite(suite_path)
+    adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
+    started = time.time()
+    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size)
+    evaluation = {"id": store_mod.new_evaluation_id(),
+                  "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                  "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
+                  "base_ref": base, "command": command or " ".join(sys.argv),
+                  "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": quant,
+                             "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks},
+                  "environment": environment(), "models": [], "scores": [], "samples": []}
+    with tempfile.TemporaryDirectory(prefix="adapterbench-tasks-") as task_dir:
+        task_groups = load_tasks(suite, task_dir, tasks)
+        for label, identity in identities.items():
+            result = score(lm, task_groups, label, limit=limit)
+            evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",
+                                         "path": identity["path"], "sha256": identity["sha256"],
+                                         "base_name": identity.get("base_name"), "manifest": identity.get("manifest"),
+                                         "lm_eval": result["lm_eval"]})
+            evaluation["scores"] += result["scores"]
+            evaluation["samples"] += result["samples"]
+    evaluation["config"]["seconds"] = round(time.time() - started, 2)
+    if save:
+        with store_mod.connect(store) as conn:
+            store_mod.save_evaluation(conn, evaluation)
+    return evaluation
+
+
+def quiet_libraries() -> None:
+    """lm-eval warns that a pre-built model skips its loading options (intended here) and datasets draws a bar per
+    split; our own progress bars say what is running."""
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("adapterbench", "torch", "transformers", "peft", "bitsandbytes", "lm_eval", "accelerate"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+
+
+def results_table(evaluation: dict) -> dict:
+    """{label: {task: {metric: value}}}, the shape `adapterbench eval --json` prints."""
+    table: dict = {}
+    for row in evaluation["scores"]:
+        table.setdefault(row["label"], {}).setdefault(row["task"], {})[row["metric"]] = row["value"]
+    return table

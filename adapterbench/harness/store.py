@@ -1,0 +1,421 @@
+"""The results store: evaluations, models, scores and per-sample records in one SQLite file, with lm-eval JSON and
+predictions CSV exports and the plain-text views behind `adapterbench runs`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from adapterbench.errors import UserError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS evaluations (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        suite_name TEXT NOT NULL,
+        suite_path TEXT,
+        base_ref TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        command TEXT NOT NULL,
+        environment_json TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'eval',
+        train_run TEXT,
+        step INTEGER,
+        tokens_seen INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS evaluations_kind_created ON evaluations(kind, created_at)",
+    """CREATE TABLE IF NOT EXISTS models (
+        evaluation_id TEXT NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('base', 'adapter')),
+        path TEXT,
+        sha256 TEXT,
+        base_name TEXT,
+        manifest_json TEXT,
+        lm_eval_json TEXT,
+        PRIMARY KEY (evaluation_id, label))""",
+    "CREATE INDEX IF NOT EXISTS models_label ON models(label)",
+    """CREATE TABLE IF NOT EXISTS scores (
+        evaluation_id TEXT NOT NULL,
+        label TEXT NOT NULL,
+        task TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        value REAL,
+        stderr REAL,
+        n INTEGER,
+        PRIMARY KEY (evaluation_id, label, task, metric),
+        FOREIGN KEY (evaluation_id, label) REFERENCES models(evaluation_id, label) ON DELETE CASCADE)""",
+    """CREATE TABLE IF NOT EXISTS samples (
+        evaluation_id TEXT NOT NULL,
+        label TEXT NOT NULL,
+        task TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        doc_hash TEXT,
+        prompt TEXT,
+        prediction TEXT,
+        reference TEXT,
+        metrics_json TEXT NOT NULL,
+        PRIMARY KEY (evaluation_id, label, task, doc_id),
+        FOREIGN KEY (evaluation_id, label) REFERENCES models(evaluation_id, label) ON DELETE CASCADE)""",
+    "CREATE INDEX IF NOT EXISTS samples_item ON samples(evaluation_id, task, doc_id)",
+)
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("ADAPTERBENCH_STORE") or "adapterbench.sqlite")
+
+
+def connect(path: str | Path | None = None) -> sqlite3.Connection:
+    """Open (creating if needed) the store; refuses a store written by a newer schema."""
+    path = Path(path) if path is not None else default_store_path()
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode: transactions are ours (BEGIN IMMEDIATE), not the sqlite3 module's implicit ones. The timeout
+    # lets a training run and an `eval` write the same store without "database is locked".
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_mode = WAL")
+        with _transaction(conn):
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            found = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            if found is not None and found > SCHEMA_VERSION:
+                raise UserError(f"the store has schema version {found}, newer than this adapterbench knows "
+                                f"({SCHEMA_VERSION}); upgrade adapterbench or use another store", path=path)
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            if found is None:
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, _now()))
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise UserError(f"not a usable adapterbench store ({exc})", path=path) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def new_evaluation_id() -> str:
+    """`ev-YYYYMMDD-HHMMSS-xxxx`: UTC time first so ids sort by age; 4 random hex digits keep them apart."""
+    return f"ev-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def save_evaluation(conn: sqlite3.Connection, evaluation: dict) -> str:
+    """Write one evaluation (models, scores, samples) in one transaction: all rows or none. Returns its id."""
+    models = evaluation["models"]
+    labels = [m["label"] for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"duplicate model labels in {labels}")
+    for model in models:
+        if model["role"] not in ("base", "adapter"):
+            raise ValueError(f"model '{model['label']}': role must be 'base' or 'adapter', not {model['role']!r}")
+    for what in ("scores", "samples"):
+        for row in evaluation.get(what, ()):
+            if row["label"] not in labels:
+                raise ValueError(f"{what}: label '{row['label']}' is not one of the models {labels}")
+
+    eval_id = evaluation.get("id") or new_evaluation_id()
+    suite = evaluation["suite"]
+    # Rows are built lazily inside the transaction, so a bad row (e.g. metrics that are not JSON) fails midway and
+    # the rollback, not up-front validation, is what keeps the store whole. Descriptive JSON (config, environment,
+    # manifest) falls back to str() so a stray Path cannot lose a finished run; metrics stay strict, since a number
+    # silently turned into text would corrupt the statistics.
+    with _transaction(conn):
+        conn.execute(
+            "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (eval_id, evaluation.get("created_at") or _now(), suite["name"], _str_or_none(suite.get("path")),
+             evaluation["base_ref"], _json(evaluation.get("config") or {}), evaluation.get("command") or "",
+             _json(evaluation.get("environment") or {}), evaluation.get("kind") or "eval",
+             evaluation.get("train_run"), evaluation.get("step"), evaluation.get("tokens_seen")))
+        conn.executemany(
+            "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ((eval_id, m["label"], m["role"], _str_or_none(m.get("path")), m.get("sha256"), m.get("base_name"),
+              _json(m.get("manifest")), _json(m.get("lm_eval"), default=_lm_eval_default))
+             for m in models))
+        conn.executemany(
+            "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((eval_id, s["label"], s["task"], s["metric"], s["value"], _stderr(s.get("stderr")), s.get("n"))
+             for s in evaluation.get("scores", ())))
+        conn.executemany(
+            "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((eval_id, s["label"], s["task"], str(s["doc_id"]), s.get("doc_hash"), s.get("prompt"),
+              s.get("prediction"), s.get("reference"), json.dumps(s.get("metrics") or {}, ensure_ascii=False))
+             for s in evaluation.get("samples", ())))
+    return eval_id
+
+
+def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval", limit: int | None = None) -> list[dict]:
+    """Newest first: id, created_at, kind, suite_name, base_ref, models (labels in order), n_tasks. kind=None: all."""
+    rows = conn.execute(
+        "SELECT e.id, e.created_at, e.kind, e.suite_name, e.base_ref,"
+        " (SELECT count(DISTINCT task) FROM scores s WHERE s.evaluation_id = e.id) AS n_tasks"
+        " FROM evaluations e WHERE ? IS NULL OR e.kind = ? ORDER BY e.created_at DESC, e.rowid DESC LIMIT ?",
+        (kind, kind, -1 if limit is None else limit)).fetchall()
+    labels: dict[str, list[str]] = {}
+    for eval_id, label in conn.execute("SELECT evaluation_id, label FROM models ORDER BY rowid"):
+        labels.setdefault(eval_id, []).append(label)
+    return [{**dict(r), "models": labels.get(r["id"], [])} for r in rows]
+
+
+def load_evaluation(conn: sqlite3.Connection, evaluation_id: str, *, with_samples: bool = True) -> dict:
+    """The evaluation in the shape `save_evaluation` takes (plus id and created_at). Accepts a full id, a unique
+    prefix, or `latest` (the newest of kind 'eval'). with_samples=False leaves "samples" empty (faster to show)."""
+    eval_id = _resolve_id(conn, evaluation_id)
+    e = conn.execute("SELECT * FROM evaluations WHERE id = ?", (eval_id,)).fetchone()
+    # One evaluation's rows are inserted in one transaction in the caller's order, so rowid order is saved order.
+    models = [{"label": m["label"], "role": m["role"], "path": m["path"], "sha256": m["sha256"],
+               "base_name": m["base_name"], "manifest": _loads(m["manifest_json"]),
+               "lm_eval": _loads(m["lm_eval_json"])}
+              for m in conn.execute("SELECT * FROM models WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
+    # SQLite stores NaN as NULL; a score always has a value, so NULL can only have been NaN.
+    scores = [{"label": s["label"], "task": s["task"], "metric": s["metric"],
+               "value": math.nan if s["value"] is None else s["value"], "stderr": s["stderr"], "n": s["n"]}
+              for s in conn.execute("SELECT * FROM scores WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
+    samples = [] if not with_samples else [
+        {"label": s["label"], "task": s["task"], "doc_id": s["doc_id"], "doc_hash": s["doc_hash"],
+         "prompt": s["prompt"], "prediction": s["prediction"], "reference": s["reference"],
+         "metrics": json.loads(s["metrics_json"])}
+        for s in conn.execute("SELECT * FROM samples WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
+    return {"id": e["id"], "created_at": e["created_at"], "suite": {"name": e["suite_name"], "path": e["suite_path"]},
+            "base_ref": e["base_ref"], "config": json.loads(e["config_json"]), "command": e["command"],
+            "environment": json.loads(e["environment_json"]), "kind": e["kind"], "train_run": e["train_run"],
+            "step": e["step"], "tokens_seen": e["tokens_seen"], "models": models, "scores": scores,
+            "samples": samples}
+
+
+def resolve_model_ref(conn: sqlite3.Connection, ref: str) -> tuple[str, str]:
+    """`EVAL_ID:LABEL` (id may be a prefix or `latest`) or a bare `LABEL` (its newest 'eval' evaluation)."""
+    if ":" in ref:
+        eval_ref, label = ref.split(":", 1)
+        eval_id = _resolve_id(conn, eval_ref)
+        labels = [r[0] for r in conn.execute("SELECT label FROM models WHERE evaluation_id = ? ORDER BY rowid",
+                                             (eval_id,))]
+        if label not in labels:
+            raise UserError(f"evaluation {eval_id} has no model '{label}'; its models: {', '.join(labels)}",
+                            path=_db_path(conn), field="model")
+        return eval_id, label
+    row = conn.execute("SELECT e.id FROM evaluations e JOIN models m ON m.evaluation_id = e.id"
+                       " WHERE m.label = ? AND e.kind = 'eval' ORDER BY e.created_at DESC, e.rowid DESC LIMIT 1",
+                       (ref,)).fetchone()
+    if row is None:
+        known = [r[0] for r in conn.execute("SELECT DISTINCT m.label FROM models m JOIN evaluations e"
+                                            " ON m.evaluation_id = e.id WHERE e.kind = 'eval' ORDER BY m.label")]
+        hint = f"; labels in the store: {', '.join(known)}" if known else "; the store has no evaluations yet"
+        raise UserError(f"no evaluation has a model labelled '{ref}'{hint}", path=_db_path(conn), field="model")
+    return row[0], ref
+
+
+def scores_table(evaluation: dict) -> list[dict]:
+    """Score rows (label, task, metric, value, stderr, n) by task, metric, then model order (base first)."""
+    order = {m["label"]: i for i, m in enumerate(evaluation["models"])}
+    rows = sorted(evaluation["scores"], key=lambda s: (s["task"], s["metric"], order[s["label"]]))
+    return [{k: s.get(k) for k in ("label", "task", "metric", "value", "stderr", "n")} for s in rows]
+
+
+def export_lm_eval(evaluation: dict, label: str) -> dict:
+    """lm-eval's results JSON for one model, plus our identity of it under "adapterbench" (HFLM records only the
+    base's name). Built from the scores in lm-eval's shape when lm-eval's own dict was not kept."""
+    model = _model(evaluation, label)
+    if model["lm_eval"] is not None:
+        out = dict(model["lm_eval"])
+    else:
+        results: dict[str, dict] = {}
+        n_samples: dict[str, dict] = {}
+        for s in evaluation["scores"]:
+            if s["label"] != label:
+                continue
+            name, _, filt = s["metric"].partition(",")
+            filt = filt or "none"
+            entry = results.setdefault(s["task"], {"alias": s["task"]})
+            entry[f"{name},{filt}"] = s["value"]
+            # lm-eval writes "N/A" where it has no standard error.
+            entry[f"{name}_stderr,{filt}"] = "N/A" if s.get("stderr") is None else s["stderr"]
+            if s.get("n") is not None:
+                n_samples[s["task"]] = {"original": s["n"], "effective": s["n"]}
+        out = {"results": results, "n-samples": n_samples}
+    out["adapterbench"] = {"evaluation_id": evaluation["id"], "label": label, "role": model["role"],
+                           "path": model["path"], "sha256": model["sha256"], "base_name": model["base_name"],
+                           "manifest": model["manifest"]}
+    return out
+
+
+def write_predictions_csv(evaluation: dict, path: str | Path) -> Path:
+    """One row per (task, doc_id) in first-seen order: task, id, input, reference, then one prediction column per
+    model in model order; input and reference come from the first model (in that order) that has the item."""
+    path = Path(path)
+    labels = [m["label"] for m in evaluation["models"]]
+    items: dict[tuple[str, str], dict[str, dict]] = {}
+    for s in evaluation["samples"]:
+        items.setdefault((s["task"], str(s["doc_id"])), {})[s["label"]] = s
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["task", "id", "input", "reference", *labels])
+            for (task, doc_id), by_label in items.items():
+                first = next(by_label[label] for label in labels if label in by_label)
+                writer.writerow([task, doc_id, _text(first.get("prompt")), _text(first.get("reference")),
+                                 *(_text(by_label.get(label, {}).get("prediction")) for label in labels)])
+        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_evaluation(evaluation: dict) -> str:
+    """Header (id, date, suite, base, models with short sha) and a task x metric table, one column per model."""
+    e = evaluation
+    suite = e["suite"]["name"] + (f"  ({e['suite']['path']})" if e["suite"].get("path") else "")
+    lines = [f"evaluation  {e['id']}" + (f"  ({e['kind']})" if e.get("kind", "eval") != "eval" else ""),
+             f"date        {_date(e['created_at'])}", f"suite       {suite}", f"base        {e['base_ref']}"]
+    if e.get("train_run") is not None:
+        lines.append(f"train run   {e['train_run']}  step {e.get('step')}  tokens {e.get('tokens_seen')}")
+    model_rows = [[m["label"], m["role"], (m.get("sha256") or "-")[:12], m.get("path") or ""] for m in e["models"]]
+    for i, line in enumerate(_align(model_rows)):
+        lines.append(("models      " if i == 0 else " " * 12) + line)
+    labels = [m["label"] for m in e["models"]]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for s in scores_table(e):
+        cells.setdefault((s["task"], s["metric"]), {})[s["label"]] = _score(s["value"], s["stderr"])
+    if cells:
+        table = [["task", "metric", *labels]]
+        table += [[task, metric, *(row.get(label, "-") for label in labels)] for (task, metric), row in cells.items()]
+        lines += ["", *_table(table, right=range(2, 2 + len(labels)))]
+    else:
+        lines += ["", "(no scores)"]
+    return "\n".join(lines)
+
+
+def format_evaluation_list(rows: list[dict]) -> str:
+    """The `runs list` table: id, date, suite, base, models, tasks (and kind when rows of several kinds are listed)."""
+    if not rows:
+        return "no evaluations in the store"
+    kinds = any(r.get("kind", "eval") != "eval" for r in rows)  # a kind column only when the list mixes kinds
+    table = [["id", "date", "suite", "base", "models", "tasks", *(["kind"] if kinds else [])]]
+    table += [[r["id"], _date(r["created_at"]), r["suite_name"], r["base_ref"], ", ".join(r["models"]),
+               str(r["n_tasks"]), *([r.get("kind", "eval")] if kinds else [])] for r in rows]
+    return "\n".join(_table(table, right={5}))
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection):
+    # IMMEDIATE takes the write lock up front, so two writers queue on the busy timeout instead of one failing late.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _resolve_id(conn: sqlite3.Connection, ref: str) -> str:
+    if ref == "latest":
+        row = conn.execute("SELECT id FROM evaluations WHERE kind = 'eval'"
+                           " ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+        if row is None:
+            raise UserError("the store has no evaluations yet", path=_db_path(conn), field="evaluation")
+        return row[0]
+    matches = [r[0] for r in conn.execute("SELECT id FROM evaluations WHERE substr(id, 1, ?) = ?"
+                                          " ORDER BY created_at DESC, rowid DESC", (len(ref), ref))] if ref else []
+    if ref in matches:
+        return ref
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UserError(f"'{ref}' matches {len(matches)} evaluations ({', '.join(matches[:5])}"
+                        f"{', ...' if len(matches) > 5 else ''}); give more of the id",
+                        path=_db_path(conn), field="evaluation")
+    recent = [r["id"] for r in list_evaluations(conn, kind=None, limit=5)]
+    hint = f"; recent: {', '.join(recent)}" if recent else "; the store has no evaluations yet"
+    raise UserError(f"no evaluation '{ref}' in the store{hint}", path=_db_path(conn), field="evaluation")
+
+
+def _db_path(conn: sqlite3.Connection) -> str | None:
+    # Errors name the store file: $ADAPTERBENCH_STORE may point somewhere the user did not expect.
+    return conn.execute("PRAGMA database_list").fetchone()[2] or None
+
+
+def _model(evaluation: dict, label: str) -> dict:
+    for model in evaluation["models"]:
+        if model["label"] == label:
+            return model
+    raise UserError(f"evaluation {evaluation['id']} has no model '{label}'; its models: "
+                    f"{', '.join(m['label'] for m in evaluation['models'])}", field="model")
+
+
+def _lm_eval_default(obj):
+    # What lm-eval's CLI does when writing results_*.json (utils.handle_non_serializable): numpy ints and sets
+    # become JSON, anything else its str(), so any dict its CLI can write, we can keep.
+    if isinstance(obj, set):
+        return list(obj)
+    try:
+        return obj.item()  # numpy / torch scalars
+    except (AttributeError, TypeError, ValueError):
+        return str(obj)
+
+
+def _json(value, default=str) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=default)
+
+
+def _loads(text: str | None):
+    return None if text is None else json.loads(text)
+
+
+def _stderr(value) -> float | None:
+    # lm-eval reports a missing standard error as "N/A" (or NaN); the store keeps it as NULL.
+    if value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def _str_or_none(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _now() -> str:
+    # Microseconds keep created_at ordering exact for evaluations saved within the same second (training steps).
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _date(created_at: str) -> str:
+    try:
+        return f"{datetime.fromisoformat(created_at).astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    except (TypeError, ValueError):
+        return str(created_at)
+
+
+def _score(value, stderr) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.4f}"
+    return text if stderr is None else f"{text} ± {stderr:.4f}"
+
+
+def _align(rows: list[list[str]], right=()) -> list[str]:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            .rstrip() for row in rows]
+
+
+def _table(rows: list[list[str]], right=()) -> list[str]:
+    lines = _align(rows, right)
+    return [lines[0], "-" * max(len(line) for line in lines), *lines[1:]]

@@ -1,0 +1,1 @@
+"""Suite -> lm-eval task configs, and the metric functions those tasks call."""

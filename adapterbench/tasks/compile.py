@@ -1,0 +1,175 @@
+"""Compile a suite into real lm-eval tasks: one YAML and one normalized JSONL per task, plus a utils.py that points
+lm-eval at our metric functions. `lm_eval --include_path DIR` runs the result unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from adapterbench import data
+from adapterbench.config import SuiteConfig, TaskConfig
+from adapterbench.tasks.metrics import label_slug
+
+DATA_KIND = {"multiple_choice": "multiple_choice", "multiple_choice_generate": "multiple_choice",
+             "perplexity": "text", "generation": "instruction", "classification": "classification"}
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ROUGE_KEYS = [f"{kind}_{part}" for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum")
+              for part in ("precision", "recall", "f1")]
+
+
+class Function(str):
+    """A YAML scalar written as `!function utils.NAME`, lm-eval's way to reference Python hooks."""
+
+
+yaml.SafeDumper.add_representer(Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+
+
+def doc_hash(doc: dict) -> str:
+    """Identifies an item's content, so paired comparisons can tell whether two sides saw the same items."""
+    payload = json.dumps({k: v for k, v in doc.items() if k != "id"}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _docs(task: TaskConfig, path: Path) -> list[dict]:
+    records = data.read_records(path, DATA_KIND[task.type], fields=task.fields or None, labels=task.labels)
+    if task.type == "perplexity":
+        docs = [{"id": r["id"], "text": r["text"]} for r in records]
+    elif task.type == "generation":
+        docs = [{"id": r["id"], "prompt": r["instruction"] + (f"\n\n{r['input']}" if r["input"] else ""),
+                 "reference": r["output"], "fail_mode": r.get("fail_mode")} for r in records]
+    elif task.type in ("multiple_choice", "multiple_choice_generate"):
+        docs = [{"id": r["id"], "question": r["question"], "choices": r["choices"], "answer": r["answer"]}
+                for r in records]
+    else:
+        verbalizers = [(task.verbalizers or {}).get(label, label) for label in task.labels]
+        docs = [{"id": r["id"], "text": r["text"], "context": r["context"], "label": task.labels.index(r["label"]),
+                 "labels": task.labels, "verbalizers": verbalizers} for r in records]
+    for doc in docs:
+        doc["doc_hash"] = doc_hash(doc)
+    return docs
+
+
+def _mean(metric: str) -> dict:
+    return {"metric": metric, "aggregation": "mean", "higher_is_better": True}
+
+
+def _metric_list(task: TaskConfig) -> list[dict]:
+    if task.type == "multiple_choice":
+        return [_mean("acc"), _mean("acc_norm")]
+    if task.type == "perplexity":
+        return [{"metric": metric, "aggregation": aggregation, "higher_is_better": False}
+                for metric, aggregation in (("word_perplexity", "weighted_perplexity"),
+                                            ("byte_perplexity", "weighted_perplexity"),
+                                            ("bits_per_byte", "bits_per_byte"))]
+    if task.type == "generation":
+        return [{"metric": "bleu", "aggregation": Function("utils.bleu_corpus"), "higher_is_better": True},
+                *map(_mean, ROUGE_KEYS)]
+    if task.type == "multiple_choice_generate":
+        return [_mean("acc"), {"metric": "unparseable_rate", "aggregation": "mean", "higher_is_better": False}]
+    per_class = [{"metric": f"{m}_{label_slug(label)}", "higher_is_better": True,
+                  "aggregation": Function(f"utils.{task.name}_{m}_{label_slug(label)}")}
+                 for label in task.labels for m in ("precision", "recall", "f1")]
+    return [_mean("acc"), {"metric": "unparseable_rate", "aggregation": "mean", "higher_is_better": False},
+            {"metric": "f1_macro", "aggregation": Function(f"utils.{task.name}_f1_macro"), "higher_is_better": True},
+            {"metric": "f1_weighted", "aggregation": Function(f"utils.{task.name}_f1_weighted"),
+             "higher_is_better": True},
+            *per_class]
+
+
+def _prompt_fields(task: TaskConfig) -> dict:
+    """doc_to_text / doc_to_target / doc_to_choice and the output type, as lm-eval Jinja templates."""
+    letters = "{% for c in choices %}" + f"{{{{ '{LETTERS}'[loop.index0] }}}}" + ". {{ c }}\n{% endfor %}"
+    if task.type == "multiple_choice":
+        return {"output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
+                "doc_to_choice": "{{choices}}", "doc_to_target": "answer"}
+    if task.type == "multiple_choice_generate":
+        return {"output_type": "generate_until",
+                "doc_to_text": "Question: {{question}}\n" + letters + "Answer with the letter of the correct choice.\n",
+                "doc_to_target": f"{{{{ '{LETTERS}'[answer] }}}}"}
+    if task.type == "perplexity":
+        return {"output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "text"}
+    if task.type == "generation":
+        return {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{reference}}"}
+    text = "{% if context %}Context: {{context}}\n{% endif %}Text: {{text}}\nLabel ({{ verbalizers | join(', ') }}):"
+    if task.method == "loglikelihood":
+        return {"output_type": "multiple_choice", "doc_to_text": text, "doc_to_choice": "{{verbalizers}}",
+                "doc_to_target": "label"}
+    return {"output_type": "generate_until", "doc_to_text": text, "doc_to_target": "{{ verbalizers[label] }}"}
+
+
+def task_yaml(task: TaskConfig, test_file: Path, fewshot_file: Path | None) -> dict:
+    files = {"test": str(test_file)}
+    config = {"task": task.name, "dataset_path": "json", "dataset_kwargs": {"data_files": files},
+              "test_split": "test", **_prompt_fields(task)}
+    if fewshot_file is not None:
+        files["train"] = str(fewshot_file)
+        config.update(fewshot_split="train", num_fewshot=task.num_fewshot)
+    if task.system_prompt:
+        config["description"] = task.system_prompt
+    if config["output_type"] == "generate_until":
+        # Chat models end their turn with EOS, which lm-eval always adds as a stop sequence; plain prompts stop at a
+        # blank line like lm-eval's own tasks.
+        until = [] if task.chat_template else ["\n\n"]
+        config["generation_kwargs"] = {"until": until, "max_gen_toks": task.max_new_tokens, "do_sample": False}
+    hooks = {"generation": "process_generation", "multiple_choice_generate": "process_mc_generate",
+             "classification": f"process_classification_{'loglikelihood' if task.method == 'loglikelihood' else 'generate'}"}
+    if task.type in hooks:
+        config["process_results"] = Function(f"utils.{hooks[task.type]}")
+    config["metric_list"] = _metric_list(task)
+    config["metadata"] = {"version": 1.0, "adapterbench_type": task.type, "chat_template": task.chat_template}
+    return config
+
+
+def _utils_source(suite: SuiteConfig) -> str:
+    lines = ['"""Metric hooks for these tasks; generated by adapterbench (needs it installed)."""',
+             "from functools import partial", "",
+             "from adapterbench.tasks.metrics import (bleu_corpus, f1_macro, f1_weighted, per_class,  # noqa: F401",
+             "                                        process_classification_generate,",
+             "                                        process_classification_loglikelihood, process_generation,",
+             "                                        process_mc_generate)", ""]
+    for task in suite.tasks:
+        if task.type == "classification":
+            # macro F1 averages over the whole label list, also labels no item of this run carries
+            lines.append(f"{task.name}_f1_macro = partial(f1_macro, n_labels={len(task.labels)})")
+            lines.append(f"{task.name}_f1_weighted = partial(f1_weighted, n_labels={len(task.labels)})")
+            for index, label in enumerate(task.labels):
+                for metric in ("precision", "recall", "f1"):
+                    lines.append(f'{task.name}_{metric}_{label_slug(label)} = per_class("{metric}", {index})')
+    return "\n".join(lines) + "\n"
+
+
+def build_suite(suite: SuiteConfig, out_dir: str | Path) -> list[dict]:
+    """Write the suite's task dir (replacing an older build whole, so a failed build leaves the old one intact) and
+    return one entry per task: name, type, yaml path, number of docs, chat_template."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    entries = []
+    try:
+        for task in suite.tasks:
+            docs = _docs(task, task.data)
+            data.write_jsonl(tmp / f"{task.name}.jsonl", docs)
+            fewshot = None
+            if task.num_fewshot:
+                fewshot = out_dir / f"{task.name}_fewshot.jsonl"
+                data.write_jsonl(tmp / fewshot.name, _docs(task, task.fewshot_data))
+            config = task_yaml(task, out_dir / f"{task.name}.jsonl", fewshot)
+            (tmp / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+            entries.append({"name": task.name, "type": task.type, "yaml": str(out_dir / f"{task.name}.yaml"),
+                            "docs": len(docs), "chat_template": task.chat_template,
+                            "metrics": [m["metric"] for m in config["metric_list"]]})
+        (tmp / "utils.py").write_text(_utils_source(suite))
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return entries

@@ -1,0 +1,352 @@
+"""Metric functions our generated lm-eval tasks call: answer parsing (choices, labels), BLEU, ROUGE and
+classification scores (per-sample hooks, their aggregations, and the full classification report)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from typing import Callable, Iterable, Sequence
+
+# sacrebleu (~0.1 s) and rouge_score (~1.3 s: it pulls in nltk, numpy and pandas) are imported inside the
+# functions that need them, so importing this module (the CLI, lm-eval's task indexing) stays cheap.
+
+UNPARSEABLE = -1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Answer parsing
+# ---------------------------------------------------------------------------------------------------------------
+
+_MARKUP = re.compile(r"[*`]")  # markdown emphasis/code marks around answers ("**B**", "`B`")
+_QUOTES = "\"'“”‘’«»"
+_TRAILING = ".!?,;:"
+# A letter written as a token: "(B)", "[B]", or B not glued to a word ("B." "B)" "B" but not "Be", "B's").
+_LETTER = r"(?:\((?P<{0}p>[a-z])\)|\[(?P<{0}b>[a-z])\]|(?P<{0}l>[a-z])(?![\w'’]))"
+_BARE = re.compile(r"\s*(?:\(([a-z])\)|\[([a-z])\]|([a-z])\)?)\s*[.:]?\s*", re.I)
+_ANSWER = re.compile(
+    r"\b(?P<kw>answer|option|choice)\b(?P<link>\s+(?:is|would\s+be|should\s+be|will\s+be)\b)?\s*(?P<sep>[:=\-])?\s*"
+    + _LETTER.format("x"), re.I)
+_LEADING = re.compile(
+    r"(?:\((?P<p>[a-z])\)|\[(?P<b>[a-z])\]|(?P<l>[a-z])[).:\-](?=\s|$)"
+    r"|(?P<w>[a-z])\s+is\s+(?:the\s+)?(?:correct|right|best|answer)\b)", re.I)
+# "A or B", "(B) and (C)", "B/C": two letters offered together right after the one we found.
+_CONJ = re.compile(r"\s*(?:or|and|/|&)\s*" + _LETTER.format("y"), re.I)
+_ANSWER_PREFIX = re.compile(
+    r"^(?:the\s+)?(?:final\s+|correct\s+|right\s+)?(?:answer|label|class|category|sentiment|prediction)\b"
+    r"(?:\s+is\b)?\s*:?\s*", re.I)
+
+
+def _strip_markup(text: str) -> str:
+    return _MARKUP.sub("", text or "").strip()
+
+
+def _norm(text: str) -> str:
+    """Casefolded, whitespace collapsed, markup/quotes and trailing punctuation removed: the form compared."""
+    text = " ".join(_strip_markup(text).casefold().split())
+    return text.strip(_QUOTES).rstrip(_TRAILING).strip().strip(_QUOTES).strip()
+
+
+def _letter_of(match: re.Match, prefix: str) -> str:
+    return match.group(prefix + "p") or match.group(prefix + "b") or match.group(prefix + "l")
+
+
+def _index(letter: str, n: int) -> int | None:
+    i = ord(letter.upper()) - ord("A")
+    return i if 0 <= i < n else None
+
+
+def _conjoined(text: str, pos: int, index: int, n: int) -> bool:
+    """True when a second, different in-range letter is offered right after position pos ("A or B")."""
+    m = _CONJ.match(text, pos)
+    if not m:
+        return False
+    other = _index(_letter_of(m, "y"), n)
+    return other is not None and other != index
+
+
+def _letter_from_answer_phrases(text: str, n: int) -> int | None | bool:
+    """Letters named by "answer is B", "Answer: (B)", "option B": the index, None when none, False when ambiguous.
+    "answer" phrases outrank "option"/"choice" ones ("The answer is B; option C is wrong" -> B)."""
+    found: dict[bool, set[int]] = {True: set(), False: set()}
+    for m in _ANSWER.finditer(text):
+        letter = _letter_of(m, "x")
+        index = _index(letter, n)
+        if index is None:
+            continue
+        if m.group("xl"):
+            rest = text[m.end():]
+            followed_by_word = re.match(r"[ \t]+[A-Za-z]", rest) is not None
+            # "The answer is a model ...", "answer: I think ..." use the article / pronoun, not a letter.
+            if followed_by_word and letter in "aAiI" and (letter.islower() or m.group("link") or m.group("sep")):
+                continue
+        if _conjoined(text, m.end(), index, n):
+            return False
+        found[m.group("kw").lower() == "answer"].add(index)
+    letters = found[True] or found[False]
+    if len(letters) > 1:
+        return False
+    return next(iter(letters)) if letters else None
+
+
+def _starts_with(text: str, name: str) -> bool:
+    """text is name, or begins with it followed by a non-word character."""
+    return text.startswith(name) and (len(text) == len(name) or not text[len(name)].isalnum())
+
+
+def _exact_choice(text: str, choices: Sequence[str]) -> int | None:
+    """The one choice equal to the answer, or to its first line, each also without an "The answer is" prefix."""
+    normed = [_norm(c) for c in choices]
+    answer, first_line = _norm(text), _norm(text.split("\n", 1)[0])
+    for candidate in dict.fromkeys((answer, _ANSWER_PREFIX.sub("", answer), first_line,
+                                    _ANSWER_PREFIX.sub("", first_line))):
+        exact = [i for i, c in enumerate(normed) if c and c == candidate]
+        if exact:
+            return exact[0] if len(exact) == 1 else None  # duplicate choices: no way to tell them apart
+    return None
+
+
+def _contained_choice(text: str, choices: Sequence[str]) -> int | None:
+    """The choices occurring in the answer as whole words, a choice counting only where it is not part of a
+    longer matched choice ("Paris, Texas" hides "Paris"): the single one, or the single one the answer (without an
+    "The answer is" prefix) starts with."""
+    answer = _ANSWER_PREFIX.sub("", _norm(text))
+    hits = {i: [m.span() for m in re.finditer(rf"(?<!\w){re.escape(c)}(?!\w)", answer)]
+            for i, c in enumerate(_norm(c) for c in choices) if c}
+    hits = {i: spans for i, spans in hits.items() if spans}
+
+    def inside_longer(i: int) -> bool:
+        return all(any(j != i and a2 <= a and b <= b2 and b2 - a2 > b - a for j in hits for a2, b2 in hits[j])
+                   for a, b in hits[i])
+
+    alive = [i for i in hits if not inside_longer(i)]
+    if len(alive) == 1:
+        return alive[0]
+    starting = [i for i in alive if any(a == 0 for a, _ in hits[i])]
+    return starting[0] if len(starting) == 1 else None
+
+
+def parse_choice(text: str, choices: Sequence[str]) -> int | None:
+    """Map a generated answer to a choice index, or None when it is unparseable.
+
+    Letters run A.. up to len(choices) (case-insensitive); a letter past the last choice is no letter. Markdown
+    marks (``*``, backticks) and surrounding whitespace are ignored. Tried in order, the first rule that decides wins:
+    1. The first non-empty line is a bare letter: "B", "b", "b)", "B.", "B:", "(B)", "[B]", "**B**".
+    2. The whole answer (or its first line, with or without a leading "The answer is"/"Answer:") equals one
+       choice's text after normalizing case, whitespace, quotes and trailing punctuation.
+    3. An answer phrase names a letter: "Answer: B", "answer is B", "The correct answer is (B) ...", "option B".
+       After "answer is"/"answer:", an unbracketed "A"/"I" followed by a word is read as the article/pronoun
+       ("The answer is a model ...") and skipped. Two different letters named -> None; "answer" phrases outrank
+       "option"/"choice" ones.
+    4. The answer starts with a marked letter: "B) Paris", "(B) Paris", "[B] Paris", "B. Paris", "B: Paris",
+       "B is correct". A bare "A" followed by a word ("A model ...") is never a letter.
+    5. The choices' texts found in the answer as whole words (see ``_contained_choice``): exactly one, or the one
+       the answer starts with.
+    Two letters offered together ("A or B", "(A) and (B)", "B/C") make the answer None, as do empty text, a letter
+    out of range with no matching choice text, and text naming no choice. When a letter and a choice text
+    disagree ("B) London" with London as choice C), the letter wins.
+    """
+    text = _strip_markup(text)
+    if not text:
+        return None
+    n = len(choices)
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    bare = _BARE.fullmatch(first_line)
+    if bare:
+        index = _index(next(g for g in bare.groups() if g), n)
+        if index is not None:
+            return index
+    exact = _exact_choice(text, choices)
+    if exact is not None:
+        return exact
+    named = _letter_from_answer_phrases(text, n)
+    if named is False:
+        return None
+    if named is not None:
+        return named
+    lead = _LEADING.match(text)
+    if lead:
+        index = _index(next(g for g in lead.groups() if g), n)
+        if index is not None:
+            return None if _conjoined(text, lead.end(), index, n) else index
+    return _contained_choice(text, choices)
+
+
+def parse_label(text: str, labels: Sequence[str], verbalizers: Sequence[str]) -> int | None:
+    """Map a generated answer to a label index, or None when it is unparseable.
+
+    Names are each label's verbalizer and its label name, compared normalized (case, whitespace, markdown marks,
+    quotes, trailing punctuation). The answer, with a leading "Answer:"/"Label:"/"The answer is" dropped when that
+    alone does not match, must equal a name or start with one followed by a non-word character ("Yes." -> yes,
+    "no, because ..." -> no). The longest name that matches decides, so "not sarcastic" is not read as "not";
+    names of two labels matching equally, or a second label offered right after ("yes and no", "yes/no"), -> None.
+    """
+    names = sorted({(_norm(name), i) for i, pair in enumerate(zip(verbalizers, labels)) for name in pair
+                    if _norm(name)}, key=lambda item: -len(item[0]))
+    answer = _norm(text)
+    for candidate in dict.fromkeys((answer, _ANSWER_PREFIX.sub("", answer))):
+        matches = [(name, i) for name, i in names if _starts_with(candidate, name)]
+        if not matches:
+            continue
+        longest = len(matches[0][0])
+        indices = {i for name, i in matches if len(name) == longest}
+        if len(indices) > 1:
+            return None
+        index = indices.pop()
+        rest = candidate[longest:]
+        conj = re.match(r"\s*(?:or|and|/|&)\s*(.*)", rest)
+        if conj and any(i != index and _starts_with(conj.group(1), name) for name, i in names):
+            return None
+        return index
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation metrics
+# ---------------------------------------------------------------------------------------------------------------
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE_KEYS = tuple(f"{t}_{part}" for t in ROUGE_TYPES for part in ("precision", "recall", "f1"))
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
+def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
+    """rouge-score's precision/recall/F1 (in [0, 1]) of rouge1/2/L/Lsum, with the Porter stemmer."""
+    scores = _rouge_scorer().score(reference, prediction)  # rouge-score's order is (target, prediction)
+    return {f"{t}_{part}": float(getattr(scores[t], attr)) for t in ROUGE_TYPES
+            for part, attr in (("precision", "precision"), ("recall", "recall"), ("f1", "fmeasure"))}
+
+
+def bleu_corpus(items: Iterable[Sequence[str]]) -> float:
+    """sacrebleu's corpus BLEU (0-100, default settings) over (prediction, reference) items; 0.0 for no items."""
+    import sacrebleu
+
+    items = list(items)
+    if not items:
+        return 0.0  # sacrebleu raises IndexError on an empty corpus
+    return float(sacrebleu.corpus_bleu([p for p, _ in items], [[r for _, r in items]]).score)
+
+
+def process_generation(doc: dict, results: Sequence[str]) -> dict:
+    """lm-eval hook for a generation doc: the BLEU item and the 12 ROUGE scores of the stripped output."""
+    prediction = (results[0] or "").strip()
+    return {"bleu": (prediction, doc["reference"]), **rouge_scores(prediction, doc["reference"])}
+
+
+def process_mc_generate(doc: dict, results: Sequence[str]) -> dict:
+    """lm-eval hook for a multiple-choice doc answered by generation; an unparseable answer counts as wrong."""
+    pred = parse_choice(results[0], doc["choices"])
+    return {"acc": float(pred == doc["answer"]), "unparseable_rate": float(pred is None)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Classification metrics
+# ---------------------------------------------------------------------------------------------------------------
+
+def label_slug(name: str) -> str:
+    """A label name as it appears in metric names: accents dropped, runs of other characters -> "_"."""
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_]+", "_", ascii_name).strip("_") or "label"
+
+
+def _classification_result(doc: dict, pred: int) -> dict:
+    item = (int(doc["label"]), pred)
+    out = {"acc": float(pred == doc["label"]), "unparseable_rate": float(pred == UNPARSEABLE),
+           "f1_macro": item, "f1_weighted": item}
+    for name in doc["labels"]:
+        slug = label_slug(name)
+        out.update({f"precision_{slug}": item, f"recall_{slug}": item, f"f1_{slug}": item})
+    return out
+
+
+def process_classification_generate(doc: dict, results: Sequence[str]) -> dict:
+    """lm-eval hook for a classification doc answered by generation; items are (gold, pred or -1)."""
+    pred = parse_label(results[0], doc["labels"], doc["verbalizers"])
+    return _classification_result(doc, UNPARSEABLE if pred is None else pred)
+
+
+def process_classification_loglikelihood(doc: dict, results: Sequence[Sequence]) -> dict:
+    """lm-eval hook for a classification doc scored by log-likelihood of each verbalizer: pred = argmax (the first
+    on ties, as lm-eval's own acc), never unparseable."""
+    lls = [float(r[0]) for r in results]
+    return _classification_result(doc, max(range(len(lls)), key=lls.__getitem__))
+
+
+def _confusion(golds: Sequence[int], preds: Sequence[int], n_labels: int) -> list[list[int]]:
+    """Rows gold, columns predicted, with a last column for unparseable predictions."""
+    matrix = [[0] * (n_labels + 1) for _ in range(n_labels)]
+    for gold, pred in zip(golds, preds, strict=True):
+        if not 0 <= gold < n_labels or not -1 <= pred < n_labels:
+            raise ValueError(f"gold {gold} / prediction {pred} outside {n_labels} labels (-1 = unparseable)")
+        matrix[gold][n_labels if pred == UNPARSEABLE else pred] += 1
+    return matrix
+
+
+def _class_stats(matrix: list[list[int]]) -> list[dict[str, float]]:
+    """Per label: precision, recall, F1 (0.0 where undefined, like sklearn's zero_division=0) and gold support.
+    An unparseable prediction is a false negative of its gold label and a false positive of none."""
+    stats = []
+    for k in range(len(matrix)):
+        tp = matrix[k][k]
+        support = sum(matrix[k])
+        predicted = sum(row[k] for row in matrix)
+        stats.append({"precision": tp / predicted if predicted else 0.0, "recall": tp / support if support else 0.0,
+                      "f1": 2 * tp / (predicted + support) if predicted + support else 0.0, "support": support})
+    return stats
+
+
+def _averages(stats: list[dict[str, float]]) -> tuple[float, float]:
+    """(macro F1 over every label, support-weighted F1 over the gold labels)."""
+    total = sum(s["support"] for s in stats)
+    macro = sum(s["f1"] for s in stats) / len(stats) if stats else 0.0
+    weighted = sum(s["f1"] * s["support"] for s in stats) / total if total else 0.0
+    return macro, weighted
+
+
+def classification_report(golds: Sequence[int], preds: Sequence[int], labels: Sequence[str]) -> dict:
+    """Accuracy, unparseable rate, macro/weighted F1, per-class precision/recall/F1/support, and the confusion
+    matrix (rows gold, columns predicted, the last column "unparseable") for predictions where -1 = unparseable."""
+    matrix = _confusion(golds, preds, len(labels))
+    stats = _class_stats(matrix)
+    macro, weighted = _averages(stats)
+    n = len(golds)
+    return {"acc": sum(matrix[k][k] for k in range(len(labels))) / n if n else 0.0,
+            "unparseable_rate": sum(row[-1] for row in matrix) / n if n else 0.0,
+            "macro_f1": macro, "weighted_f1": weighted,
+            "per_class": dict(zip(labels, stats)),
+            "confusion": {"labels": [*labels, "unparseable"], "matrix": matrix}}
+
+
+def _stats_of_items(items: Iterable[Sequence[int]], n_labels: int | None) -> list[dict[str, float]]:
+    # lm-eval hands aggregations only the items, so the label count is the one given or the highest index seen:
+    # labels past that index, absent from both golds and predictions, are then left out of the macro mean.
+    pairs = [(int(g), int(p)) for g, p in items]
+    n = max([n_labels or 0] + [max(g, p) + 1 for g, p in pairs])
+    return _class_stats(_confusion([g for g, _ in pairs], [p for _, p in pairs], n))
+
+
+def f1_macro(items: Iterable[Sequence[int]], n_labels: int | None = None) -> float:
+    """Aggregation: unweighted mean of the per-label F1 over (gold, pred) items."""
+    return _averages(_stats_of_items(items, n_labels))[0]
+
+
+def f1_weighted(items: Iterable[Sequence[int]], n_labels: int | None = None) -> float:
+    """Aggregation: gold-support-weighted mean of the per-label F1 over (gold, pred) items."""
+    return _averages(_stats_of_items(items, n_labels))[1]
+
+
+def per_class(metric: str, label_index: int) -> Callable[[Iterable[Sequence[int]]], float]:
+    """An aggregation giving "precision", "recall" or "f1" of one label over (gold, pred) items."""
+    if metric not in ("precision", "recall", "f1"):
+        raise ValueError(f"per_class metric must be precision, recall or f1, not {metric!r}")
+
+    def aggregate(items: Iterable[Sequence[int]]) -> float:
+        return _stats_of_items(items, label_index + 1)[label_index][metric]
+
+    aggregate.__name__ = aggregate.__qualname__ = f"{metric}_{label_index}"
+    return aggregate
