@@ -27,8 +27,8 @@ TOKENIZER_CORPUS = [
 ] * 20
 
 
-def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2) -> Path:
-    """A 2-layer Llama (hidden 64) with a 512-token BPE vocabulary, saved as a normal HF model dir."""
+def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+    """A 2-layer Llama (hidden 64 by default) with a 512-token BPE vocabulary, saved as a normal HF model dir."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -40,7 +40,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2) -> Path:
                                         eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         unk_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)

@@ -77,7 +77,7 @@ def _base_sha(path: Path) -> str:
 def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None = None) -> dict[bool, dict]:
     """Compile the suite into `task_dir` and load it with lm-eval's TaskManager, grouped by whether the task wants
     the chat template (lm-eval applies it per evaluate() call, not per task)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from adapterbench.tasks.compile import build_suite
 
@@ -92,7 +92,7 @@ def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None 
     for chat in (True, False):
         names = [e["name"] for e in entries if e["chat_template"] == chat]
         if names:
-            groups[chat] = get_task_dict(names, manager)
+            groups[chat] = manager.load(names)
     return groups
 
 

@@ -1,0 +1,189 @@
+"""The harness's numbers: equal to lm-eval's own HFLM on the generated YAML, the same for an adapter alone or among
+four, BLEU/ROUGE equal to sacrebleu/rouge-score, and adapters that do not fit the base are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from adapterbench.config import load_suite
+from adapterbench.errors import UserError
+from adapterbench.harness.evaluate import evaluate, parse_adapters, results_table
+
+SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample" / "data"
+LIMIT = 6
+SUITE = f"""\
+name: every_type
+tasks:
+  - {{name: mc, type: multiple_choice, data: {SAMPLE}/mc_test.jsonl}}
+  - {{name: mc_gen, type: multiple_choice_generate, data: {SAMPLE}/mc_test.jsonl, max_new_tokens: 8}}
+  - {{name: ppl, type: perplexity, data: {SAMPLE}/notes_test.jsonl}}
+  - {{name: qa, type: generation, data: {SAMPLE}/qa_test.jsonl, max_new_tokens: 12, chat_template: false}}
+  - name: topics_gen
+    type: classification
+    data: {SAMPLE}/topics_test.jsonl
+    labels: [training, evaluation, quantization, architecture]
+    max_new_tokens: 4
+    num_fewshot: 2
+    fewshot_data: {SAMPLE}/topics_train.jsonl
+  - name: topics_ll
+    type: classification
+    method: loglikelihood
+    data: {SAMPLE}/topics_test.jsonl
+    labels: [training, evaluation, quantization, architecture]
+    system_prompt: Classify the sentence by its topic.
+"""
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("suite") / "suite.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+def random_lora(base_dir: Path, out: Path, seed: int, r: int = 4, target_modules="all-linear") -> Path:
+    """A LoRA adapter with random (non-zero) B, so it really changes the model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=target_modules, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {f"a{i}": random_lora(tiny_model_dir, root / f"a{i}", seed=i) for i in range(4)}
+
+
+def reference_run(model_dir: Path, suite_file: Path, task_dir: Path, names: list[str], chat: bool) -> dict:
+    """lm-eval's own HFLM on our generated YAML: what `lm_eval --include_path` would print."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from adapterbench.tasks.compile import build_suite
+
+    build_suite(load_suite(suite_file), task_dir)
+    return simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=names,
+                           task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+                           limit=LIMIT, batch_size=32, device="cpu", apply_chat_template=chat, log_samples=True,
+                           bootstrap_iters=0)
+
+
+def close(a: float, b: float) -> bool:
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-6 * max(abs(a), abs(b)))
+
+
+def test_every_task_type_matches_lm_eval_hflm_in_float32(tiny_model_dir, suite_file, tmp_path):
+    ours = evaluate(suite_file, base=str(tiny_model_dir), limit=LIMIT, dtype="fp32", save=False)
+    ours_table = results_table(ours)["base"]
+    predictions = {(s["task"], s["doc_id"]): s["prediction"] for s in ours["samples"]}
+    suite = load_suite(suite_file)
+    for chat in (True, False):
+        names = [t.name for t in suite.tasks if t.chat_template == chat]
+        reference = reference_run(tiny_model_dir, suite_file, tmp_path / f"tasks-{chat}", names, chat)
+        for task in names:
+            metrics = {k.split(",")[0]: v for k, v in reference["results"][task].items()
+                       if "," in k and "_stderr" not in k}
+            assert metrics.keys() == ours_table[task].keys(), task
+            for metric, value in metrics.items():
+                assert close(ours_table[task][metric], value), (task, metric, ours_table[task][metric], value)
+            for sample in reference["samples"][task]:
+                if isinstance(sample["filtered_resps"][0], str):  # a generation: the same greedy text
+                    assert predictions[(task, sample["doc"]["id"])] == sample["filtered_resps"][0]
+
+
+def test_adapter_among_four_scores_as_it_does_alone(tiny_model_dir, suite_file, adapters):
+    tasks = ["mc", "ppl", "qa"]
+    together = evaluate(suite_file, base=str(tiny_model_dir), adapters={k: str(v) for k, v in adapters.items()},
+                        limit=LIMIT, dtype="fp32", tasks=tasks, save=False)
+    alone = evaluate(suite_file, base=str(tiny_model_dir), adapters={"a2": str(adapters["a2"])}, limit=LIMIT,
+                     dtype="fp32", tasks=tasks, save=False)
+    table_together, table_alone = results_table(together), results_table(alone)
+    for task, metrics in table_alone["a2"].items():
+        for metric, value in metrics.items():
+            assert close(table_together["a2"][task][metric], value), (task, metric)
+    assert table_together["base"] == table_alone["base"]
+    # the adapters really change the model, so the equality above is not the base compared with itself
+    assert table_together["a2"]["ppl"]["word_perplexity"] != table_together["base"]["ppl"]["word_perplexity"]
+    assert len({table_together[f"a{i}"]["ppl"]["word_perplexity"] for i in range(4)}) == 4
+
+
+def test_bleu_and_rouge_equal_the_libraries_on_the_same_predictions(tiny_model_dir, suite_file, adapters):
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    evaluation = evaluate(suite_file, base=str(tiny_model_dir), adapters={"a0": str(adapters["a0"])},
+                          limit=LIMIT, dtype="fp32", tasks=["qa"], save=False)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    for label, tasks in results_table(evaluation).items():
+        samples = [s for s in evaluation["samples"] if s["label"] == label]
+        predictions, references = [s["prediction"].strip() for s in samples], [s["reference"] for s in samples]
+        assert close(tasks["qa"]["bleu"], sacrebleu.corpus_bleu(predictions, [references]).score)
+        direct = [scorer.score(r, p) for p, r in zip(predictions, references)]
+        for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+            for part, attr in (("precision", "precision"), ("recall", "recall"), ("f1", "fmeasure")):
+                expected = sum(getattr(d[kind], attr) for d in direct) / len(direct)
+                assert close(tasks["qa"][f"{kind}_{part}"], expected), (label, kind, part)
+
+
+def test_adapter_for_another_base_is_refused(tiny_model_dir, suite_file, tmp_path):
+    from conftest import build_tiny_model
+
+    other_base = build_tiny_model(tmp_path / "other", hidden=32)
+    adapter = random_lora(other_base, tmp_path / "foreign", seed=0)
+    with pytest.raises(UserError, match=r"has shape \[4, 64\] but .model.layers.0.mlp.down_proj. of this base is 128->64"):
+        evaluate(suite_file, base=str(tiny_model_dir), adapters={"foreign": str(adapter)}, limit=2, save=False)
+
+
+def test_adapter_targeting_missing_layers_is_refused(tiny_model_dir, suite_file, tmp_path):
+    adapter = random_lora(tiny_model_dir, tmp_path / "deep", seed=0, target_modules=["q_proj"])
+    weights = adapter / "adapter_model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = {name.replace("layers.1.", "layers.7."): t for name, t in load_file(weights).items()}
+    save_file(tensors, weights)
+    with pytest.raises(UserError, match="targets 'model.layers.7.self_attn.q_proj', which this base does not have"):
+        evaluate(suite_file, base=str(tiny_model_dir), adapters={"deep": str(adapter)}, limit=2, save=False)
+
+
+def test_not_an_adapter_dir_is_a_user_error(tiny_model_dir, suite_file, tmp_path):
+    with pytest.raises(UserError, match="not a PEFT adapter dir"):
+        evaluate(suite_file, base=str(tiny_model_dir), adapters=[str(tmp_path)], save=False)
+
+
+def test_adapter_labels_from_paths_and_pairs(tmp_path):
+    assert parse_adapters(["runs/qa/adapter", "r8=runs/x/best", "runs/plain"]) == {
+        "qa/adapter": "runs/qa/adapter", "r8": "runs/x/best", "plain": "runs/plain"}
+    with pytest.raises(UserError, match="reserved"):
+        parse_adapters(["base=x"])
+    with pytest.raises(UserError, match="share the label"):
+        parse_adapters(["a/adapter", "a/adapter"])
+
+
+def test_eval_cli_prints_json_and_saves_to_the_store(tiny_model_dir, suite_file, adapters, tmp_path, capsys):
+    from adapterbench.cli import main
+    from adapterbench.harness import store
+
+    db = tmp_path / "store.sqlite"
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", str(suite_file), "--base", str(tiny_model_dir), "--adapter", f"mine={adapters['a1']}",
+              "--limit", "2", "--tasks", "mc,qa", "--dtype", "fp32", "--store", str(db), "--json",
+              "--predictions-csv", str(tmp_path / "p.csv")])
+    assert exit_.value.code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["results"]) == {"base", "mine"}
+    assert set(printed["results"]["mine"]) == {"mc", "qa"}
+    with store.connect(db) as conn:
+        saved = store.load_evaluation(conn, printed["eval_id"])
+    assert len(saved["samples"]) == 2 * 2 * 2
+    assert {m["label"]: m["role"] for m in saved["models"]} == {"base": "base", "mine": "adapter"}
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "task,id,input,reference,base,mine"
