@@ -187,3 +187,31 @@ def test_eval_cli_prints_json_and_saves_to_the_store(tiny_model_dir, suite_file,
     assert len(saved["samples"]) == 2 * 2 * 2
     assert {m["label"]: m["role"] for m in saved["models"]} == {"base": "base", "mine": "adapter"}
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "task,id,input,reference,base,mine"
+
+
+def test_merged_adapter_equals_peft_forward_and_base_is_restored_exactly(tiny_model_dir, adapters):
+    import torch
+    from peft import PeftModel
+
+    from adapterbench.adapters.models import load_model
+    from adapterbench.harness.lm import AdapterLM
+
+    model, tokenizer = load_model(str(tiny_model_dir), dtype="bf16")
+    model = PeftModel.from_pretrained(model, str(adapters["a0"]), adapter_name="a0")
+    model.load_adapter(str(adapters["a1"]), adapter_name="a1")
+    base_weights = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    ids = tokenizer("LoRA freezes the pretrained weights and learns a low-rank update.", return_tensors="pt").input_ids
+    lm = AdapterLM(model, tokenizer)
+    for label in ("a0", "a1", "base", "a0"):
+        with torch.no_grad():
+            if label == "base":
+                with model.disable_adapter():
+                    expected = model(ids).logits.float()
+            else:
+                model.set_adapter(label)
+                expected = model(ids).logits.float()  # PEFT's own path: LoRA beside the frozen weights
+            with lm.use(label):
+                merged = model(ids).logits.float()
+        assert torch.allclose(merged, expected, atol=0.05, rtol=0.02), label  # bf16 rounding of merged weights
+        assert (merged - expected).abs().mean() < 0.01
+        assert all(torch.equal(v, base_weights[k]) for k, v in model.state_dict().items() if k in base_weights)

@@ -106,8 +106,9 @@ def score(lm, task_groups: dict[bool, dict], label: str, *, limit: int | None = 
             use_chat = chat and bool(getattr(lm.tokenizer, "chat_template", None))
             result = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True,
                                       apply_chat_template=use_chat, bootstrap_iters=1000)
-            scores += _scores(label, result)
-            samples += _samples(label, result)
+            task_samples = _samples(label, result)
+            scores += _with_bootstrap_stderr(_scores(label, result), task_samples, task_dict["tasks"])
+            samples += task_samples
             for key, value in result.items():
                 if key == "samples":
                     continue
@@ -130,6 +131,22 @@ def _scores(label: str, result: dict) -> list[dict]:
             rows.append({"label": label, "task": task, "metric": name, "value": float(value),
                          "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "n": n})
     return rows
+
+
+def _with_bootstrap_stderr(scores: list[dict], samples: list[dict], tasks: dict) -> list[dict]:
+    """lm-eval gives a stderr only for mean-aggregated metrics; bootstrap the others from per-sample items with
+    the task's own aggregation, so every reported value has an interval."""
+    from adapterbench.harness.stats import bootstrap_stderr
+
+    for row in scores:
+        if row["stderr"] is not None or row["task"] not in tasks:
+            continue
+        aggregate = tasks[row["task"]].aggregation().get(row["metric"])
+        items = [s["metrics"][row["metric"]] for s in samples
+                 if s["task"] == row["task"] and row["metric"] in s["metrics"]]
+        if aggregate is not None and items:
+            row["stderr"] = bootstrap_stderr([tuple(i) if isinstance(i, list) else i for i in items], aggregate)
+    return scores
 
 
 def _samples(label: str, result: dict) -> list[dict]:

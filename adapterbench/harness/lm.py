@@ -3,7 +3,7 @@ that scores every continuation of a shared context in one packed row and applies
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -21,23 +21,48 @@ class AdapterLM(HFLM):
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
         self.active = "base"
+        self._pristine: dict = {}
 
     @contextmanager
     def use(self, label: str):
-        """Score with adapter `label`; 'base' runs the base with every adapter disabled."""
+        """Score with adapter `label` ('base': every adapter off). A full-precision base gets the adapter merged
+        into its weights for the duration (an adapter then costs what the base costs); a 4-bit base runs it beside
+        the quantized weights, as PEFT does."""
         model = self._model
-        if label == "base":
-            if hasattr(model, "disable_adapter"):
-                with model.disable_adapter():
-                    self.active = label
-                    yield
-            else:
-                self.active = label
-                yield
-        else:
-            model.set_adapter(label)
+        if not hasattr(model, "disable_adapter"):
             self.active = label
             yield
+            return
+        mergeable = not getattr(model, "is_loaded_in_4bit", False)
+        with model.disable_adapter() if label == "base" or mergeable else nullcontext():
+            if label != "base":
+                model.set_adapter(label)
+                if mergeable:
+                    self._merge(label)
+            self.active = label
+            try:
+                yield
+            finally:
+                self._restore()
+
+    def _merge(self, label: str) -> None:
+        """W = W_base + delta in fp32, rounded once to the model dtype; W_base is kept to restore it exactly
+        (PEFT's merge/unmerge adds and subtracts, which drifts a bf16 base a little on every switch)."""
+        from peft.tuners.lora import LoraLayer
+
+        with torch.no_grad():
+            for name, module in self._model.named_modules():
+                if isinstance(module, LoraLayer) and label in module.lora_A:
+                    weight = module.get_base_layer().weight
+                    pristine = self._pristine.setdefault(name, weight.detach().clone())
+                    merged = pristine.float() + module.get_delta_weight(label).float()
+                    weight.copy_(merged.to(weight.dtype))
+
+    def _restore(self) -> None:
+        with torch.no_grad():
+            modules = dict(self._model.named_modules())
+            for name, pristine in self._pristine.items():
+                modules[name].get_base_layer().weight.copy_(pristine)
 
     def _decoder(self):
         """The transformer body (final norm included) and the LM head: hidden states for every position, logits only
@@ -49,8 +74,9 @@ class AdapterLM(HFLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         rows = _pack_rows(requests, self.max_length)
         rows.sort(key=lambda row: -len(row["tokens"]))
-        results: list = [None] * len(requests)
         body, head = self._decoder()
+        prefix = _common_prefix(rows, body, self.device)
+        results: list = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="log-likelihoods")
         start = 0
         while start < len(rows):
@@ -58,13 +84,31 @@ class AdapterLM(HFLM):
             size = max(1, min(self._rows_per_batch(override_bs), TOKEN_BUDGET // width))
             batch = rows[start:start + size]
             start += size
-            for index, answer in _score_rows(batch, body, head, self.device):
+            for index, answer in _score_rows(batch, body, head, self.device, prefix):
                 results[index] = answer
                 if requests[index][0] is not None:
                     self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
                 progress.update(1)
         progress.close()
         return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """All windows of all documents in one call, so batches are formed over the whole set by length."""
+        from lm_eval import utils
+
+        windows, owners = [], []
+        for owner, (text,) in enumerate(request.args for request in requests):
+            for context, continuation in map(utils.make_disjoint_window, utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1)):
+                windows.append((None, context, continuation))
+                owners.append(owner)
+        totals = [0.0] * len(requests)
+        for owner, (loglikelihood, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm)):
+            totals[owner] += loglikelihood
+        for request, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
 
     def _rows_per_batch(self, override_bs: int | None) -> int:
         if override_bs:
@@ -95,42 +139,86 @@ def _pack_rows(requests, max_length: int) -> list[dict]:
     return rows
 
 
-def _score_rows(rows, body, head, device):
+def _common_prefix(rows: list[dict], body, device):
+    """Prompts of a task usually open alike (system prompt, chat markup, "Question:"): run that prefix once and let
+    every row attend to its cached keys and values. Returns (length, per-layer (keys, values)) or None."""
+    if len(rows) < 4:
+        return None
+    first = rows[0]["tokens"]
+    length = min(row["context"] for row in rows) - 1  # each row keeps its last context token: it predicts
+    for row in rows[1:]:
+        tokens = row["tokens"]
+        length = min(length, len(tokens))
+        while length and tokens[:length] != first[:length]:
+            length = next(i for i in range(length) if tokens[i] != first[i])
+    if length < SHARE_MIN_CONTEXT:
+        return None
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    with torch.no_grad():
+        body(input_ids=torch.tensor([first[:length]], device=device), past_key_values=cache, use_cache=True)
+    for row in rows:
+        row["tokens"] = row["tokens"][length:]
+        row["context"] -= length
+        row["branches"] = [(index, offset - length, continuation) for index, offset, continuation in row["branches"]]
+    return length, [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _score_rows(rows, body, head, device, prefix=None):
     """One forward pass over padded packed rows; yields (request index, (log-likelihood, is_greedy))."""
+    shared, prefix_kv = prefix or (0, None)
     width = max(len(row["tokens"]) for row in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), 1, width, width, dtype=torch.bool)
+    mask = torch.zeros(len(rows), 1, width, shared + width, dtype=torch.bool)
+    mask[:, :, :, :shared] = True
     gather_rows, gather_cols, targets, owners = [], [], [], []
     for r, row in enumerate(rows):
         n, ctx = len(row["tokens"]), row["context"]
         ids[r, :n] = torch.tensor(row["tokens"])
-        positions[r, :ctx] = torch.arange(ctx)
-        mask[r, 0, :ctx, :ctx] = torch.ones(ctx, ctx, dtype=torch.bool).tril()
-        mask[r, 0, ctx:, :ctx] = True
+        positions[r, :ctx] = torch.arange(shared, shared + ctx)
+        mask[r, 0, :ctx, shared:shared + ctx] = torch.ones(ctx, ctx, dtype=torch.bool).tril()
+        mask[r, 0, ctx:, shared:shared + ctx] = True
         for index, offset, continuation in row["branches"]:
             length = len(continuation) - 1
-            positions[r, offset:offset + length] = torch.arange(ctx, ctx + length)
-            mask[r, 0, offset:offset + length, offset:offset + length] = torch.ones(length, length, dtype=torch.bool).tril()
+            positions[r, offset:offset + length] = torch.arange(shared + ctx, shared + ctx + length)
+            own = slice(shared + offset, shared + offset + length)
+            mask[r, 0, offset:offset + length, own] = torch.ones(length, length, dtype=torch.bool).tril()
             # continuation[0] is predicted from the context's last position, continuation[j] from branch token j-1
             predictors = [ctx - 1] + list(range(offset, offset + length))
             gather_rows += [r] * len(predictors)
             gather_cols += predictors
             targets += continuation
             owners.append((index, len(predictors)))
-        mask[r, 0, n:, 0] = True  # padding attends to something, so softmax never sees an all-masked row
+        mask[r, 0, n:, shared] = True  # padding attends to something, so softmax never sees an all-masked row
+    cache = None
+    if prefix_kv is not None:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1).contiguous(),
+                                              v.expand(len(rows), -1, -1, -1).contiguous()) for k, v in prefix_kv])
     with torch.no_grad():
         hidden = body(input_ids=ids.to(device), attention_mask=_as_attention_mask(mask, body).to(device),
-                      position_ids=positions.to(device)).last_hidden_state
+                      position_ids=positions.to(device), past_key_values=cache, use_cache=cache is not None,
+                      ).last_hidden_state
         picked = hidden[torch.tensor(gather_rows, device=device), torch.tensor(gather_cols, device=device)]
-        logprobs = F.log_softmax(head(picked).float(), dim=-1)
-        targets_t = torch.tensor(targets, device=device)
-        token_ll = logprobs.gather(1, targets_t[:, None]).squeeze(1)
-        greedy = logprobs.argmax(dim=-1) == targets_t
+        token_ll, greedy = _head_scores(picked, torch.tensor(targets, device=device), head)
     start = 0
     for index, count in owners:
         yield index, (float(token_ll[start:start + count].sum()), bool(greedy[start:start + count].all()))
         start += count
+
+
+def _head_scores(hidden, targets, head, chunk: int = 256):
+    """Log-probability of each target and whether it is the argmax, in fp32, a few rows of the vocabulary-wide
+    logits at a time: a full [positions, vocab] fp32 tensor costs more in memory traffic than the head's matmul."""
+    token_ll, greedy = [], []
+    for h, t in zip(hidden.split(chunk), targets.split(chunk)):
+        logits = head(h).float()
+        token_ll.append(-F.cross_entropy(logits, t, reduction="none"))
+        greedy.append(logits.argmax(dim=-1) == t)
+    return torch.cat(token_ll), torch.cat(greedy)
 
 
 def _as_attention_mask(mask: torch.Tensor, body) -> torch.Tensor:
