@@ -27,8 +27,9 @@ TOKENIZER_CORPUS = [
 ] * 20
 
 
-def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
-    """A 2-layer Llama (hidden 64 by default) with a 512-token BPE vocabulary, saved as a normal HF model dir."""
+def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.02) -> Path:
+    """A 2-layer Llama (hidden 64 by default; init_std 0.3 makes its output depend on the prompt, which tests of
+    batching need) with a 512-token BPE vocabulary, saved as a normal HF model dir."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -43,7 +44,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int =
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, initializer_range=init_std)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
@@ -53,7 +54,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int =
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), init_std=0.3)
 
 
 @pytest.fixture

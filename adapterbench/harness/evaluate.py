@@ -100,12 +100,19 @@ def score(lm, task_groups: dict[bool, dict], label: str, *, limit: int | None = 
     """Score the model `label` of `lm` on every loaded task: {"scores", "samples", "lm_eval"}."""
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
     scores, samples, merged = [], [], {}
     with lm.use(label):
         for chat, task_dict in task_groups.items():
+            for task in task_dict["tasks"].values():
+                # as lm-eval's simple_evaluate does; re-seeded per model, so every model sees the same few-shot
+                # examples (the sampler's state otherwise advances from one evaluate() call to the next)
+                task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
             use_chat = chat and bool(getattr(lm.tokenizer, "chat_template", None))
             result = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True,
-                                      apply_chat_template=use_chat, bootstrap_iters=1000)
+                                      apply_chat_template=use_chat, fewshot_as_multiturn=use_chat,
+                                      bootstrap_iters=1000)
             task_samples = _samples(label, result)
             scores += _with_bootstrap_stderr(_scores(label, result), task_samples, task_dict["tasks"])
             samples += task_samples

@@ -110,6 +110,16 @@ class AdapterLM(HFLM):
             self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
         return totals
 
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """HFLM's generation, but the left-padded prompts are first run packed (no padding computed) into a KV
+        cache, so `generate` only decodes."""
+        mask = generation_kwargs.get("attention_mask")
+        if mask is None or context.shape[1] < 2:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        body, _ = self._decoder()
+        generation_kwargs["past_key_values"] = _prefill_cache(context, mask, body, self.device)
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
     def _rows_per_batch(self, override_bs: int | None) -> int:
         if override_bs:
             return override_bs
@@ -137,6 +147,49 @@ def _pack_rows(requests, max_length: int) -> list[dict]:
             row["branches"].append((index, len(row["tokens"]), continuation))
             row["tokens"].extend(branch)
     return rows
+
+
+def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
+    """KV cache of every left-padded prompt but its last token, computed on the real tokens only: prompts are
+    packed into rows (each attending to itself, positions from 0) and their keys and values placed back
+    right-aligned, where the padded batch expects them."""
+    from transformers import DynamicCache
+
+    lengths = mask.sum(dim=1).tolist()
+    width = context.shape[1]
+    segments = [context[b, width - n:width - 1].tolist() for b, n in enumerate(lengths)]  # all but the last token
+    rows: list[list[int]] = []  # members (prompt indexes) of each packed row
+    for b in sorted(range(len(segments)), key=lambda i: -len(segments[i])):
+        row = next((r for r in rows if sum(len(segments[i]) for i in r) + len(segments[b]) <= ROW_CAP), None)
+        (row.append(b) if row is not None else rows.append([b]))
+    row_width = max(1, max(sum(len(segments[i]) for i in row) for row in rows))
+    ids = torch.zeros(len(rows), row_width, dtype=torch.long)
+    positions = torch.zeros(len(rows), row_width, dtype=torch.long)
+    attend = torch.zeros(len(rows), 1, row_width, row_width, dtype=torch.bool)
+    places = {}
+    for r, row in enumerate(rows):
+        offset = 0
+        for b in row:
+            n = len(segments[b])
+            ids[r, offset:offset + n] = torch.tensor(segments[b], dtype=torch.long)
+            positions[r, offset:offset + n] = torch.arange(n)
+            attend[r, 0, offset:offset + n, offset:offset + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            places[b] = (r, offset, n)
+            offset += n
+        attend[r, 0, offset:, 0] = True  # padding attends to something, so softmax never sees an all-masked row
+    packed = DynamicCache()
+    with torch.no_grad():
+        body(input_ids=ids.to(device), attention_mask=_as_attention_mask(attend, body).to(device),
+             position_ids=positions.to(device), past_key_values=packed, use_cache=True)
+    layers = []
+    for layer in packed.layers:
+        keys = layer.keys.new_zeros(len(segments), layer.keys.shape[1], width - 1, layer.keys.shape[3])
+        values = torch.zeros_like(keys)
+        for b, (r, offset, n) in places.items():
+            keys[b, :, width - 1 - n:] = layer.keys[r, :, offset:offset + n]
+            values[b, :, width - 1 - n:] = layer.values[r, :, offset:offset + n]
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers)
 
 
 def _common_prefix(rows: list[dict], body, device):
