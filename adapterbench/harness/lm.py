@@ -71,20 +71,21 @@ class AdapterLM(HFLM):
         causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         return causal_lm.model, causal_lm.get_output_embeddings()
 
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        rows = _pack_rows(requests, self.max_length)
-        rows.sort(key=lambda row: -len(row["tokens"]))
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None,
+                              need_greedy: bool = True):
         body, head = self._decoder()
-        prefix = _common_prefix(rows, body, self.device)
+        segments = _segments(requests, self.max_length)
+        prefix = _common_prefix(segments, body, self.device)
+        rows = _bin_pack(segments)
         results: list = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="log-likelihoods")
         start = 0
         while start < len(rows):
-            width = len(rows[start]["tokens"])
+            width = _row_length(rows[start])
             size = max(1, min(self._rows_per_batch(override_bs), TOKEN_BUDGET // width))
             batch = rows[start:start + size]
             start += size
-            for index, answer in _score_rows(batch, body, head, self.device, prefix):
+            for index, answer in _score_rows(batch, body, head, self.device, prefix, need_greedy):
                 results[index] = answer
                 if requests[index][0] is not None:
                     self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
@@ -104,7 +105,8 @@ class AdapterLM(HFLM):
                 windows.append((None, context, continuation))
                 owners.append(owner)
         totals = [0.0] * len(requests)
-        for owner, (loglikelihood, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm)):
+        scored = self._loglikelihood_tokens(windows, disable_tqdm, need_greedy=False)  # perplexity ignores it
+        for owner, (loglikelihood, _) in zip(owners, scored):
             totals[owner] += loglikelihood
         for request, total in zip(requests, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
@@ -126,8 +128,8 @@ class AdapterLM(HFLM):
         return self.batch_size if isinstance(self.batch_size, int) else TOKEN_BUDGET
 
 
-def _pack_rows(requests, max_length: int) -> list[dict]:
-    """Group requests by context; each row holds a context once and one branch per continuation. A branch attends
+def _segments(requests, max_length: int) -> list[dict]:
+    """Group requests by context; a segment holds a context once and one branch per continuation. A branch attends
     to the context and to itself, with positions continuing from the context, so it sees exactly what it would see
     alone after the context."""
     groups: dict[tuple, list] = {}
@@ -135,18 +137,39 @@ def _pack_rows(requests, max_length: int) -> list[dict]:
         tokens = (context + continuation)[-(max_length + 1):]  # left-truncate as HFLM does
         context = tokens[:len(tokens) - len(continuation)]
         groups.setdefault(tuple(context), []).append((index, continuation))
-    rows = []
+    segments = []
     for context, members in groups.items():
         share = len(context) >= SHARE_MIN_CONTEXT
-        row = None
+        segment = None
         for index, continuation in members:
             branch = continuation[:-1]  # the last token is only predicted, never fed
-            if row is None or not share or len(row["tokens"]) + len(branch) > ROW_CAP:
-                row = {"tokens": list(context), "context": len(context), "branches": []}
-                rows.append(row)
-            row["branches"].append((index, len(row["tokens"]), continuation))
-            row["tokens"].extend(branch)
-    return rows
+            if segment is None or not share or len(segment["tokens"]) + len(branch) > ROW_CAP:
+                segment = {"tokens": list(context), "context": len(context), "branches": []}
+                segments.append(segment)
+            segment["branches"].append((index, len(segment["tokens"]), continuation))
+            segment["tokens"].extend(branch)
+    return segments
+
+
+def _bin_pack(segments: list[dict]) -> list[list[dict]]:
+    """Several segments share a row (each attending only to itself), so batches carry almost no padding.
+    First fit, longest first; rows come out longest first."""
+    rows: list[list[dict]] = []
+    lengths: list[int] = []
+    for segment in sorted(segments, key=lambda s: -len(s["tokens"])):
+        n = len(segment["tokens"])
+        r = next((i for i, length in enumerate(lengths) if length + n <= ROW_CAP), None)
+        if r is None:
+            rows.append([segment])
+            lengths.append(n)
+        else:
+            rows[r].append(segment)
+            lengths[r] += n
+    return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: -pair[0])]
+
+
+def _row_length(row: list[dict]) -> int:
+    return sum(len(segment["tokens"]) for segment in row)
 
 
 def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
@@ -192,15 +215,15 @@ def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
     return DynamicCache(ddp_cache_data=layers)
 
 
-def _common_prefix(rows: list[dict], body, device):
+def _common_prefix(segments: list[dict], body, device):
     """Prompts of a task usually open alike (system prompt, chat markup, "Question:"): run that prefix once and let
-    every row attend to its cached keys and values. Returns (length, per-layer (keys, values)) or None."""
-    if len(rows) < 4:
+    every segment attend to its cached keys and values. Returns (length, per-layer (keys, values)) or None."""
+    if len(segments) < 4:
         return None
-    first = rows[0]["tokens"]
-    length = min(row["context"] for row in rows) - 1  # each row keeps its last context token: it predicts
-    for row in rows[1:]:
-        tokens = row["tokens"]
+    first = segments[0]["tokens"]
+    length = min(s["context"] for s in segments) - 1  # each segment keeps its last context token: it predicts
+    for segment in segments[1:]:
+        tokens = segment["tokens"]
         length = min(length, len(tokens))
         while length and tokens[:length] != first[:length]:
             length = next(i for i in range(length) if tokens[i] != first[i])
@@ -211,40 +234,45 @@ def _common_prefix(rows: list[dict], body, device):
     cache = DynamicCache()
     with torch.no_grad():
         body(input_ids=torch.tensor([first[:length]], device=device), past_key_values=cache, use_cache=True)
-    for row in rows:
-        row["tokens"] = row["tokens"][length:]
-        row["context"] -= length
-        row["branches"] = [(index, offset - length, continuation) for index, offset, continuation in row["branches"]]
+    for segment in segments:
+        segment["tokens"] = segment["tokens"][length:]
+        segment["context"] -= length
+        segment["branches"] = [(index, offset - length, continuation)
+                               for index, offset, continuation in segment["branches"]]
     return length, [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _score_rows(rows, body, head, device, prefix=None):
-    """One forward pass over padded packed rows; yields (request index, (log-likelihood, is_greedy))."""
+def _score_rows(rows, body, head, device, prefix=None, need_greedy: bool = True):
+    """One forward pass over padded rows of packed segments; yields (request index, (log-likelihood, is_greedy))."""
     shared, prefix_kv = prefix or (0, None)
-    width = max(len(row["tokens"]) for row in rows)
+    width = max(_row_length(row) for row in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), 1, width, shared + width, dtype=torch.bool)
     mask[:, :, :, :shared] = True
     gather_rows, gather_cols, targets, owners = [], [], [], []
     for r, row in enumerate(rows):
-        n, ctx = len(row["tokens"]), row["context"]
-        ids[r, :n] = torch.tensor(row["tokens"])
-        positions[r, :ctx] = torch.arange(shared, shared + ctx)
-        mask[r, 0, :ctx, shared:shared + ctx] = torch.ones(ctx, ctx, dtype=torch.bool).tril()
-        mask[r, 0, ctx:, shared:shared + ctx] = True
-        for index, offset, continuation in row["branches"]:
-            length = len(continuation) - 1
-            positions[r, offset:offset + length] = torch.arange(shared + ctx, shared + ctx + length)
-            own = slice(shared + offset, shared + offset + length)
-            mask[r, 0, offset:offset + length, own] = torch.ones(length, length, dtype=torch.bool).tril()
-            # continuation[0] is predicted from the context's last position, continuation[j] from branch token j-1
-            predictors = [ctx - 1] + list(range(offset, offset + length))
-            gather_rows += [r] * len(predictors)
-            gather_cols += predictors
-            targets += continuation
-            owners.append((index, len(predictors)))
-        mask[r, 0, n:, shared] = True  # padding attends to something, so softmax never sees an all-masked row
+        start = 0
+        for segment in row:
+            n, ctx = len(segment["tokens"]), segment["context"]
+            ids[r, start:start + n] = torch.tensor(segment["tokens"])
+            positions[r, start:start + ctx] = torch.arange(shared, shared + ctx)
+            context_keys = slice(shared + start, shared + start + ctx)
+            mask[r, 0, start:start + ctx, context_keys] = torch.ones(ctx, ctx, dtype=torch.bool).tril()
+            mask[r, 0, start + ctx:start + n, context_keys] = True
+            for index, offset, continuation in segment["branches"]:
+                length, at = len(continuation) - 1, start + offset
+                positions[r, at:at + length] = torch.arange(shared + ctx, shared + ctx + length)
+                own = slice(shared + at, shared + at + length)
+                mask[r, 0, at:at + length, own] = torch.ones(length, length, dtype=torch.bool).tril()
+                # continuation[0] is predicted from the context's last position, continuation[j] from branch token j-1
+                predictors = [start + ctx - 1] + list(range(at, at + length))
+                gather_rows += [r] * len(predictors)
+                gather_cols += predictors
+                targets += continuation
+                owners.append((index, len(predictors)))
+            start += n
+        mask[r, 0, start:, shared] = True  # padding attends to something, so softmax never sees an all-masked row
     cache = None
     if prefix_kv is not None:
         from transformers import DynamicCache
@@ -256,21 +284,21 @@ def _score_rows(rows, body, head, device, prefix=None):
                       position_ids=positions.to(device), past_key_values=cache, use_cache=cache is not None,
                       ).last_hidden_state
         picked = hidden[torch.tensor(gather_rows, device=device), torch.tensor(gather_cols, device=device)]
-        token_ll, greedy = _head_scores(picked, torch.tensor(targets, device=device), head)
+        token_ll, greedy = _head_scores(picked, torch.tensor(targets, device=device), head, need_greedy)
     start = 0
     for index, count in owners:
         yield index, (float(token_ll[start:start + count].sum()), bool(greedy[start:start + count].all()))
         start += count
 
 
-def _head_scores(hidden, targets, head, chunk: int = 256):
+def _head_scores(hidden, targets, head, need_greedy: bool = True, chunk: int = 256):
     """Log-probability of each target and whether it is the argmax, in fp32, a few rows of the vocabulary-wide
     logits at a time: a full [positions, vocab] fp32 tensor costs more in memory traffic than the head's matmul."""
     token_ll, greedy = [], []
     for h, t in zip(hidden.split(chunk), targets.split(chunk)):
         logits = head(h).float()
         token_ll.append(-F.cross_entropy(logits, t, reduction="none"))
-        greedy.append(logits.argmax(dim=-1) == t)
+        greedy.append(logits.argmax(dim=-1) == t if need_greedy else torch.zeros_like(t, dtype=torch.bool))
     return torch.cat(token_ll), torch.cat(greedy)
 
 

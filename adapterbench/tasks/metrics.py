@@ -222,14 +222,31 @@ def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
             for part, attr in (("precision", "precision"), ("recall", "recall"), ("f1", "fmeasure"))}
 
 
+@functools.lru_cache(maxsize=1)
+def _bleu():
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(effective_order=True)  # only its per-sentence counts are used; effective_order silences a warning
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _bleu_statistics(prediction: str, reference: str) -> tuple:
+    """One item's BLEU sufficient statistics (lengths, n-gram matches and totals). Corpus BLEU sums them, so a
+    bootstrap over items re-sums cached numbers instead of re-tokenizing every resample."""
+    score = _bleu().sentence_score(prediction, [reference])
+    return (score.sys_len, score.ref_len, *score.counts, *score.totals)
+
+
 def bleu_corpus(items: Iterable[Sequence[str]]) -> float:
     """sacrebleu's corpus BLEU (0-100, default settings) over (prediction, reference) items; 0.0 for no items."""
-    import sacrebleu
-
     items = list(items)
     if not items:
         return 0.0  # sacrebleu raises IndexError on an empty corpus
-    return float(sacrebleu.corpus_bleu([p for p, _ in items], [[r for _, r in items]]).score)
+    totals = [sum(column) for column in zip(*(_bleu_statistics(p, r) for p, r in items))]
+    order = _bleu().max_ngram_order
+    return float(_bleu().compute_bleu(correct=totals[2:2 + order], total=totals[2 + order:], sys_len=totals[0],
+                                      ref_len=totals[1], smooth_method="exp", effective_order=False,
+                                      max_ngram_order=order).score)
 
 
 def process_generation(doc: dict, results: Sequence[str]) -> dict:
