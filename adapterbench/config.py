@@ -47,6 +47,13 @@ class TaskConfig(Strict):
     def _classification_needs_labels(self):
         if self.type == "classification" and not self.labels:
             raise ValueError("a classification task needs 'labels' (the list of class names)")
+        if self.labels:
+            from adapterbench.tasks.metrics import label_slug
+
+            slugs = [label_slug(label) for label in self.labels]
+            clashes = sorted({label for label, slug in zip(self.labels, slugs) if slugs.count(slug) > 1})
+            if clashes:
+                raise ValueError(f"labels {clashes} give the same metric name; rename one of them")
         if self.verbalizers and self.labels and set(self.verbalizers) - set(self.labels):
             raise ValueError(f"verbalizers name labels not in 'labels': {sorted(set(self.verbalizers) - set(self.labels))}")
         if self.num_fewshot and self.fewshot_data is None:

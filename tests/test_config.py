@@ -99,3 +99,10 @@ def test_invalid_yaml_reports_its_line(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(UserError, match="config file not found"):
         load_suite(tmp_path / "nope.yaml")
+
+
+def test_labels_that_give_the_same_metric_name_are_refused(tmp_path):
+    path = write(tmp_path, "suite.yaml", "name: s\ntasks:\n  - {name: c, type: classification, data: c.jsonl, "
+                                         "labels: [négatif, negatif, positive]}\n")
+    with pytest.raises(UserError, match="give the same metric name"):
+        load_suite(path)

@@ -1,0 +1,98 @@
+"""`tasks build|list` and `runs list|show` from the command line: what a user types, what comes out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adapterbench.cli import main
+
+SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample"
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err
+
+
+class Tagged(yaml.SafeLoader):
+    """Reads lm-eval's `!function` tags as plain strings, to look at the YAML as lm-eval would receive it."""
+
+
+Tagged.add_constructor("!function", lambda loader, node: f"!function {node.value}")
+
+
+def test_tasks_build_writes_lm_eval_yaml_data_and_utils(tmp_path, capsys):
+    code, out, _ = run(capsys, "tasks", "build", str(SAMPLE / "suite.yaml"), "--out", str(tmp_path / "tasks"))
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "tasks").iterdir())
+    assert written == ["notes_mc.jsonl", "notes_mc.yaml", "notes_ppl.jsonl", "notes_ppl.yaml", "qa.jsonl", "qa.yaml",
+                       "topics.jsonl", "topics.yaml", "utils.py"]
+    qa = yaml.load((tmp_path / "tasks" / "qa.yaml").read_text(), Tagged)
+    assert qa["output_type"] == "generate_until" and qa["dataset_path"] == "json"
+    assert qa["process_results"] == "!function utils.process_generation"
+    assert qa["generation_kwargs"]["max_gen_toks"] == 64
+    assert {m["metric"] for m in qa["metric_list"]} >= {"bleu", "rouge1_f1", "rougeLsum_recall"}
+    assert "--apply_chat_template" in out
+
+
+def test_tasks_build_replaces_an_older_build_whole(tmp_path, capsys):
+    out = tmp_path / "tasks"
+    out.mkdir()
+    (out / "stale.yaml").write_text("task: stale\n")
+    run(capsys, "tasks", "build", str(SAMPLE / "suite.yaml"), "--out", str(out))
+    assert not (out / "stale.yaml").exists()
+
+
+def test_failed_build_leaves_the_previous_one_intact(tmp_path, capsys):
+    out = tmp_path / "tasks"
+    run(capsys, "tasks", "build", str(SAMPLE / "suite.yaml"), "--out", str(out))
+    before = sorted(p.name for p in out.iterdir())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: broken\ntasks:\n  - {{name: mc, type: multiple_choice, data: {tmp_path}/missing.jsonl}}\n")
+    code, _, err = run(capsys, "tasks", "build", str(suite), "--out", str(out))
+    assert code == 2 and "missing.jsonl" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_tasks_list_shows_types_sizes_and_metrics(capsys):
+    code, out, _ = run(capsys, "tasks", "list", str(SAMPLE / "suite.yaml"), "--json")
+    assert code == 0
+    listed = {t["name"]: t for t in json.loads(out)}
+    assert listed["notes_mc"]["docs"] == 35 and listed["notes_mc"]["metrics"] == ["acc", "acc_norm"]
+    assert "f1_macro" in listed["topics"]["metrics"] and "precision_quantization" in listed["topics"]["metrics"]
+
+
+def test_runs_list_and_show_read_the_store(tiny_model_dir, tmp_path, capsys):
+    db = str(tmp_path / "store.sqlite")
+    code, out, _ = run(capsys, "eval", str(SAMPLE / "suite.yaml"), "--base", str(tiny_model_dir), "--limit", "2",
+                       "--tasks", "notes_mc", "--store", db, "--json")
+    eval_id = json.loads(out)["eval_id"]
+    code, out, _ = run(capsys, "runs", "list", "--store", db)
+    assert code == 0 and eval_id in out
+    code, out, _ = run(capsys, "runs", "show", eval_id[:12], "--store", db, "--output-dir", str(tmp_path / "json"))
+    assert code == 0 and "notes_mc" in out and "acc_norm" in out
+    exported = json.loads(next((tmp_path / "json").glob("results_*_base.json")).read_text())
+    assert "acc,none" in exported["results"]["notes_mc"]
+    assert exported["adapterbench"]["label"] == "base"
+
+
+def test_runs_show_unknown_id_is_a_user_error(tmp_path, capsys):
+    code, _, err = run(capsys, "runs", "show", "ev-nope", "--store", str(tmp_path / "s.sqlite"))
+    assert code == 2 and "ev-nope" in err
+
+
+@pytest.mark.slow
+def test_demo_suite_scores_the_default_model(tmp_path, capsys):
+    """The demo's suite.yaml on the embedded SmolLM2-135M-Instruct, a few items per task."""
+    code, out, _ = run(capsys, "eval", str(SAMPLE / "suite.yaml"), "--limit", "3", "--store",
+                       str(tmp_path / "s.sqlite"), "--json")
+    assert code == 0
+    results = json.loads(out)["results"]["base"]
+    assert set(results) == {"notes_mc", "notes_ppl", "qa", "topics"}
+    assert 1 < results["notes_ppl"]["word_perplexity"] < 1000  # a real model, not noise
