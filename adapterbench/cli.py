@@ -171,10 +171,31 @@ def _write_exports(evaluation: dict, predictions_csv: Optional[Path], output_dir
             path.write_text(json.dumps(store_mod.export_lm_eval(evaluation, model["label"]), indent=2, default=str))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train():
-    """Train a QLoRA adapter from a train.yaml, evaluating as it goes (baseline at step 0)."""
-    _not_yet(4)
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="train.yaml (see the README for every key)."),
+    overrides: List[str] = typer.Argument(None, help="KEY=VALUE overrides, e.g. lora.r=8 lr=1e-4 max_steps=50."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint, exactly."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+):
+    """Train a LoRA adapter (QLoRA by default: NF4 base, bf16 compute), evaluating at step 0 and every eval.every
+    steps. Writes OUT/adapter and OUT/best (PEFT dirs), OUT/manifest.json and OUT/metrics.jsonl.
+
+    Example: adapterbench train train.yaml max_steps=100 lora.r=8
+    """
+    from adapterbench.config import load_train
+    from adapterbench.training import train as run_training
+
+    manifest = run_training(load_train(config, overrides or []), resume=resume, store=store)
+    stats = manifest["stats"]
+    typer.echo(f"trained {stats['steps']} steps, {stats['tokens_seen']:,} tokens in {stats['train_seconds']:.0f} s "
+               f"({stats['tokens_per_second']:.0f} tokens/s), peak memory {stats['peak_rss_mb']:.0f} MB"
+               + (" - stopped early" if stats["stopped_early"] else ""))
+    for key, value in manifest["final_metrics"].items():
+        if key not in ("step", "tokens_seen"):
+            typer.echo(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
+    out = Path(manifest["config"]["out"])
+    typer.echo(f"adapter: {out / 'adapter'}   best: {out / 'best'} (step {manifest['best']['step']})")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

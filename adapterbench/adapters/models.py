@@ -156,11 +156,24 @@ def load_model(ref: str = DEFAULT_MODEL, *, dtype: str = "auto", quant: str = "n
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype, bnb_4bit_quant_storage=torch_dtype)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if quant == "nf4":
+        keep_4bit_training_layout(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def keep_4bit_training_layout(model) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight in place at its first eval-mode forward and
+    never converts it back, so training after an evaluation would run on the inference layout (other numbers,
+    measured). One layout for training and evaluation keeps them consistent; it was also the faster one here."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def model_info(ref: str = DEFAULT_MODEL) -> dict:

@@ -1,0 +1,93 @@
+"""Checkpoints of a training run: written to a temporary folder then renamed (a killed save leaves no corrupt
+checkpoint), the last K kept plus the best, and everything an exact resume needs."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
+    """checkpoints/step-000050/: the adapter (a PEFT dir) and trainer_state.pt (optimizer, scheduler, RNG, the
+    loop's own state)."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        model.save_pretrained(tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(), "state": state}, tmp / STATE_FILE)
+        tmp.chmod(0o755)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of an interrupted save start with a dot)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file())
+
+
+def prune_checkpoints(run_dir: Path, keep: int, best_step: int | None) -> None:
+    checkpoints = list_checkpoints(run_dir)
+    for path in checkpoints[:-keep]:
+        if best_step is None or path.name != f"step-{best_step:06d}":
+            shutil.rmtree(path)
+    for leftover in (run_dir / "checkpoints").glob(".step-*"):  # from a save that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore adapter weights, optimizer, scheduler and RNG; return the loop's saved state."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+    saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+    return saved["state"]
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def copy_adapter(source: Path, target: Path) -> None:
+    """Replace `target` with the PEFT files of `source`, atomically."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, tmp / name)
+    tmp.chmod(0o755)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)

@@ -1,0 +1,361 @@
+"""train(): the QLoRA loop, to be read top to bottom: set up, evaluate the baseline at step 0, then optimizer steps
+(gradient accumulation, clipping, AdamW) with evaluations, early stopping and checkpoints along the way."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from adapterbench import data
+from adapterbench.config import TrainConfig
+from adapterbench.errors import UserError
+from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
+                                               rng_state, save_checkpoint, set_rng_state)
+from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_examples
+
+ADAPTER_NAME = "default"  # PEFT's name for the adapter of get_peft_model
+
+
+class CompletionLoss(torch.nn.Module):
+    """Mean cross-entropy over supervised tokens, with the LM head applied only there (the vocabulary is 49k wide,
+    the supervised positions a fraction of the batch). A module, so `accelerate` can wrap it for DDP."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft_model = peft_model
+        causal_lm = peft_model.get_base_model()
+        self.body, self.head = causal_lm.base_model, causal_lm.get_output_embeddings()
+
+    def forward(self, input_ids, attention_mask, labels):
+        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE
+        logits = self.head(hidden[:, :-1][supervised]).float()
+        return F.cross_entropy(logits, targets[supervised], reduction="sum"), supervised.sum()
+
+
+def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None = None,
+          show_progress: bool = True) -> dict:
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+
+    from adapterbench.adapters.models import load_model, resolve_dtype, stay_offline
+
+    started = time.time()
+    stay_offline()
+    run_dir = Path(config.out)
+    if not resume and list_checkpoints(run_dir):
+        raise UserError("this run dir already has checkpoints: continue it with --resume, or set another 'out'",
+                        path=run_dir)
+    if resume and not list_checkpoints(run_dir):
+        raise UserError("--resume: no checkpoint to resume from", path=run_dir / "checkpoints")
+
+    # --- model and adapter (seeded before LoRA init, so the same config gives the same run) ---
+    seed_everything(config.seed)
+    model, tokenizer = load_model(config.base_model, dtype=config.dtype, quant=config.quant)
+    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers,
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+
+    # --- data ---
+    fields = config.data.fields or None
+    train_examples = load_examples(config.data.train, config.data.format, tokenizer, config.max_length, fields)
+    val_examples = (load_examples(config.data.val, config.data.format, tokenizer, config.max_length, fields)
+                    if config.data.val else [])
+    batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+    total_steps = config.max_steps or math.ceil(config.epochs * batches_per_epoch / config.grad_accum)
+
+    # --- optimizer, schedule, accelerator (bf16 autocast where the hardware computes it natively) ---
+    # autocast by hand, not Accelerator(mixed_precision=...): its state is per process, and the Python API may
+    # train several runs with different dtypes in one process
+    autocast_bf16 = resolve_dtype(config.dtype) == torch.bfloat16
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config, total_steps))
+    loss_fn, optimizer = accelerator.prepare(CompletionLoss(model), optimizer)
+    evaluate = make_evaluator(config, model, tokenizer, loss_fn, val_examples, run_dir, store, autocast_bf16)
+
+    # --- state: fresh, or from the last checkpoint ---
+    state = {"step": 0, "tokens_seen": 0, "best": None, "best_step": None, "evals_without_gain": 0}
+    metrics_file = run_dir / "metrics.jsonl"
+    if resume:
+        checkpoint = list_checkpoints(run_dir)[-1]
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        keep_metrics_until(metrics_file, state["step"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text("")
+        if config.eval:
+            baseline = evaluate(state)  # step 0, before any update
+            log(metrics_file, baseline)
+            update_best(config, state, baseline, model, run_dir)
+
+    # --- the loop ---
+    pad_id = tokenizer.pad_token_id
+    progress = tqdm(total=total_steps, initial=state["step"], desc="training", disable=not show_progress)
+    window_tokens, window_start = 0, time.time()
+    train_seconds = 0.0
+    stopped_early = False
+    epoch_cache: dict[int, list] = {}
+    while state["step"] < total_steps:
+        step_start = time.time()
+        loss_fn.train()
+        loss_sum, supervised_sum = 0.0, 0
+        micro_batches = []
+        for micro in range(config.grad_accum):
+            position = state["step"] * config.grad_accum + micro  # where in the data stream: resumable
+            epoch, index = divmod(position, batches_per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache = {epoch: epoch_batches(train_examples, config.batch_size, config.seed, epoch)}
+            micro_batches.append(collate([train_examples[i] for i in epoch_cache[epoch][index]], pad_id))
+        total_supervised = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
+        for batch in micro_batches:
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                summed, supervised = loss_fn(**batch)
+            accelerator.backward(summed / total_supervised)  # the step's loss is the mean over its tokens
+            loss_sum += float(summed.detach())
+            supervised_sum += int(supervised)
+            state["tokens_seen"] += int(batch["attention_mask"].sum())
+            window_tokens += int(batch["attention_mask"].sum())
+        train_loss = loss_sum / max(supervised_sum, 1)
+        if not math.isfinite(train_loss):
+            last = list_checkpoints(run_dir)
+            raise UserError(f"the training loss became {train_loss} at step {state['step'] + 1}; stopped without "
+                            f"saving. Last good checkpoint: {last[-1] if last else 'none'} (try a lower lr)")
+        grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        train_seconds += time.time() - step_start
+
+        tokens_per_second = window_tokens / max(time.time() - window_start, 1e-9)
+        log(metrics_file, {"kind": "train", "step": state["step"], "tokens_seen": state["tokens_seen"],
+                           "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm})
+        progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_second:.0f}")
+        progress.update(1)
+
+        last_step = state["step"] == total_steps
+        if config.eval and (state["step"] % config.eval.every == 0 or last_step):
+            metrics = evaluate(state)
+            log(metrics_file, metrics)
+            stopped_early = update_best(config, state, metrics, model, run_dir)
+            window_tokens, window_start = 0, time.time()  # tokens/s of training, not of evaluation
+        checkpoint_every = config.checkpoint.every or (config.eval.every if config.eval else None)
+        if checkpoint_every and (state["step"] % checkpoint_every == 0 or last_step or stopped_early):
+            save_checkpoint(run_dir, state["step"], model, optimizer, scheduler, state)
+            prune_checkpoints(run_dir, config.checkpoint.keep, state["best_step"])
+        if stopped_early:
+            break
+    progress.close()
+
+    # --- the run dir: final and best adapters (PEFT dirs), manifest ---
+    save_adapter(model, run_dir / "adapter")
+    if state["best_step"] is None:
+        copy_adapter(run_dir / "adapter", run_dir / "best")
+    manifest = write_manifest(config, run_dir, state, started, train_seconds, stopped_early, total_steps)
+    return manifest
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(config: TrainConfig, params):
+    if config.optimizer == "adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_schedule(config: TrainConfig, total_steps: int):
+    """Multiplier of the base lr at each step: linear warmup, then constant, cosine or linear decay to 0."""
+    warmup = config.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if config.scheduler == "cosine" else max(0.0, 1 - progress)
+
+    return factor
+
+
+def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples, run_dir: Path, store,
+                   autocast_bf16: bool):
+    """evaluate(state) -> {"kind": "eval", step, tokens_seen, val_loss, "TASK/METRIC": value...}: validation loss
+    and the suite's tasks through the harness, the same numbers `adapterbench eval` gives. RNG is saved and
+    restored around it, so evaluating never changes the training that follows."""
+    from adapterbench.harness.evaluate import load_tasks, quiet_libraries, score
+
+    suite_tasks, lm = None, None
+    if config.eval and config.eval.suite:
+        from adapterbench.config import load_suite
+        from adapterbench.harness.lm import AdapterLM
+
+        quiet_libraries()
+        task_dir = tempfile.mkdtemp(prefix="adapterbench-train-tasks-")
+        suite_tasks = load_tasks(load_suite(config.eval.suite), task_dir, config.eval.tasks)
+        lm = AdapterLM(model, tokenizer, batch_size=32)
+
+    def evaluate(state: dict) -> dict:
+        saved_rng = rng_state()
+        loss_fn.eval()
+        metrics = {"kind": "eval", "step": state["step"], "tokens_seen": state["tokens_seen"]}
+        if val_examples:
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                metrics["val_loss"] = validation_loss(loss_fn, val_examples, config.batch_size,
+                                                      tokenizer.pad_token_id)
+        result = None
+        if suite_tasks:
+            result = score(lm, suite_tasks, ADAPTER_NAME, limit=config.eval.limit)
+            metrics.update({f"{r['task']}/{r['metric']}": r["value"] for r in result["scores"]})
+        save_curve_point(config, run_dir, store, state, metrics, result)
+        loss_fn.train()
+        set_rng_state(saved_rng)
+        return metrics
+
+    return evaluate
+
+
+def validation_loss(loss_fn, examples: list[dict], batch_size: int, pad_id: int) -> float:
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            summed, supervised = loss_fn(**collate(examples[start:start + batch_size], pad_id))
+            total, count = total + float(summed), count + int(supervised)
+    return total / max(count, 1)
+
+
+def save_curve_point(config: TrainConfig, run_dir: Path, store, state: dict, metrics: dict, result) -> None:
+    """One evaluation of the run into the store (kind 'train_step'), so reports can overlay learning curves."""
+    from adapterbench.harness import store as store_mod
+
+    label = run_dir.name
+    scores = [{**row, "label": label} for row in (result["scores"] if result else [])]
+    if "val_loss" in metrics:
+        scores.append({"label": label, "task": "val", "metric": "loss", "value": metrics["val_loss"],
+                       "stderr": None, "n": None})
+    samples = [{**row, "label": label} for row in (result["samples"] if result else [])]
+    evaluation = {"id": store_mod.new_evaluation_id(), "kind": "train_step", "train_run": str(run_dir.resolve()),
+                  "step": state["step"], "tokens_seen": state["tokens_seen"],
+                  "suite": {"name": config.eval.suite.stem if config.eval.suite else "val",
+                            "path": str(config.eval.suite) if config.eval.suite else None},
+                  "base_ref": config.base_model, "command": "adapterbench train", "environment": {},
+                  "config": config.model_dump(mode="json"),
+                  "models": [{"label": label, "role": "adapter", "path": str(run_dir.resolve()), "sha256": None,
+                              "base_name": config.base_model, "manifest": None,
+                              "lm_eval": result["lm_eval"] if result else None}],
+                  "scores": scores, "samples": samples}
+    with store_mod.connect(store) as conn:
+        store_mod.save_evaluation(conn, evaluation)
+
+
+def update_best(config: TrainConfig, state: dict, metrics: dict, model, run_dir: Path) -> bool:
+    """Track the best evaluation (early-stopping metric, else val_loss), save it to best/; True when patience
+    has run out."""
+    rule = config.early_stopping
+    metric = rule.metric if rule else "val_loss"
+    mode = rule.mode if rule else "min"
+    if metric not in metrics:
+        if rule:
+            known = [k for k in metrics if k not in ("kind", "step", "tokens_seen")]
+            raise UserError(f"early_stopping.metric {metric!r} is not measured; measured: {known}",
+                            field="early_stopping.metric")
+        return False
+    value = metrics[metric]
+    min_delta = rule.min_delta if rule else 0.0
+    improved = state["best"] is None or (value < state["best"] - min_delta if mode == "min"
+                                         else value > state["best"] + min_delta)
+    if improved:
+        state.update(best=value, best_step=state["step"], evals_without_gain=0)
+        save_adapter(model, run_dir / "best")
+        return False
+    state["evals_without_gain"] += 1
+    return bool(rule) and state["evals_without_gain"] >= rule.patience
+
+
+def save_adapter(model, target: Path) -> None:
+    """A standard PEFT dir, written beside and renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    model.save_pretrained(tmp)
+    copy_adapter(tmp, target)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """On resume, drop what the interrupted run logged after its last checkpoint: it will be logged again."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: float, train_seconds: float,
+                   stopped_early: bool, total_steps: int) -> dict:
+    from adapterbench.adapters.models import resolve_model
+    from adapterbench.harness.evaluate import _base_sha, environment
+
+    base_path = resolve_model(config.base_model)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    evals = [r for r in records if r["kind"] == "eval"]
+    trains = [r for r in records if r["kind"] == "train"]
+    data_files = {name: str(path) for name, path in (("train", config.data.train), ("val", config.data.val)) if path}
+    manifest = {
+        "base": {"ref": config.base_model, "path": str(base_path), "sha256": _base_sha(base_path)},
+        "data": {name: {"path": path, "sha256": data.sha256_file(path)} for name, path in data_files.items()},
+        "config": config.model_dump(mode="json"),
+        "seed": config.seed,
+        "environment": environment(),
+        "git_commit": git_commit(),
+        "stats": {"wall_seconds": round(time.time() - started, 2), "train_seconds": round(train_seconds, 2),
+                  "steps": state["step"], "planned_steps": total_steps, "tokens_seen": state["tokens_seen"],
+                  "tokens_per_second": round(state["tokens_seen"] / max(train_seconds, 1e-9), 1),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "stopped_early": stopped_early},
+        "best": {"step": state["best_step"], "value": state["best"],
+                 "metric": config.early_stopping.metric if config.early_stopping else "val_loss"},
+        "final_metrics": {**({"train_loss": trains[-1]["train_loss"]} if trains else {}),
+                          **({k: v for k, v in evals[-1].items() if k != "kind"} if evals else {})},
+    }
+    tmp = run_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, run_dir / "manifest.json")
+    return manifest
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
