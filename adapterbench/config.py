@@ -127,6 +127,7 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, gt=0)
     max_grad_norm: float = Field(0.3, gt=0)
     gradient_checkpointing: bool = False
+    micro_batch_tokens: int = Field(512, gt=0)
     max_length: int = Field(512, gt=8)
     max_steps: Optional[int] = Field(None, gt=0)
     epochs: Optional[float] = Field(None, gt=0)

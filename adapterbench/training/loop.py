@@ -51,7 +51,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model
 
-    from adapterbench.adapters.models import load_model, resolve_dtype, stay_offline
+    from adapterbench.adapters.models import load_model, stay_offline
 
     started = time.time()
     stay_offline()
@@ -69,6 +69,13 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
                       target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers,
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
+    if autocast_bf16(config):
+        # LoRA weights stay fp32 (AdamW's updates are too small for bf16), but PEFT would cast each LoRA input up to
+        # fp32 as well: an fp32 copy of every activation kept for backward, and slow fp32 matmuls. Under autocast
+        # the LoRA matmuls then run in bf16 like the rest.
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -84,13 +91,13 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     # --- optimizer, schedule, accelerator (bf16 autocast where the hardware computes it natively) ---
     # autocast by hand, not Accelerator(mixed_precision=...): its state is per process, and the Python API may
     # train several runs with different dtypes in one process
-    autocast_bf16 = resolve_dtype(config.dtype) == torch.bfloat16
+    use_bf16 = autocast_bf16(config)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config, total_steps))
     loss_fn, optimizer = accelerator.prepare(CompletionLoss(model), optimizer)
-    evaluate = make_evaluator(config, model, tokenizer, loss_fn, val_examples, run_dir, store, autocast_bf16)
+    evaluate = make_evaluator(config, model, tokenizer, loss_fn, val_examples, run_dir, store, use_bf16)
 
     # --- state: fresh, or from the last checkpoint ---
     state = {"step": 0, "tokens_seen": 0, "best": None, "best_step": None, "evals_without_gain": 0}
@@ -124,10 +131,11 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
             epoch, index = divmod(position, batches_per_epoch)
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: epoch_batches(train_examples, config.batch_size, config.seed, epoch)}
-            micro_batches.append(collate([train_examples[i] for i in epoch_cache[epoch][index]], pad_id))
+            batch = [train_examples[i] for i in epoch_cache[epoch][index]]
+            micro_batches += [collate(part, pad_id) for part in split_by_tokens(batch, config.micro_batch_tokens)]
         total_supervised = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
         for batch in micro_batches:
-            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 summed, supervised = loss_fn(**batch)
             accelerator.backward(summed / total_supervised)  # the step's loss is the mean over its tokens
             loss_sum += float(summed.detach())
@@ -172,6 +180,25 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         copy_adapter(run_dir / "adapter", run_dir / "best")
     manifest = write_manifest(config, run_dir, state, started, train_seconds, stopped_early, total_steps)
     return manifest
+
+
+def split_by_tokens(batch: list[dict], budget: int) -> list[list[dict]]:
+    """Forward a batch in parts of at most `budget` padded tokens: activations, not the batch size, set the memory
+    peak, and the step's gradient is the same (losses are summed, then divided by the step's supervised tokens)."""
+    parts, part = [], []
+    for example in sorted(batch, key=lambda e: -len(e["input_ids"])):
+        width = len(part[0]["input_ids"]) if part else len(example["input_ids"])
+        if part and (len(part) + 1) * width > budget:
+            parts.append(part)
+            part = []
+        part.append(example)
+    return parts + [part]
+
+
+def autocast_bf16(config: TrainConfig) -> bool:
+    from adapterbench.adapters.models import resolve_dtype
+
+    return resolve_dtype(config.dtype) == torch.bfloat16
 
 
 def seed_everything(seed: int) -> None:
@@ -219,6 +246,8 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
         task_dir = tempfile.mkdtemp(prefix="adapterbench-train-tasks-")
         suite_tasks = load_tasks(load_suite(config.eval.suite), task_dir, config.eval.tasks)
         lm = AdapterLM(model, tokenizer, batch_size=32)
+        if autocast_bf16:
+            lm.mixed_precision_dtype = torch.bfloat16  # HFLM's own autocast around generate(); off would undo ours
 
     def evaluate(state: dict) -> dict:
         saved_rng = rng_state()
@@ -230,7 +259,8 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
                                                       tokenizer.pad_token_id)
         result = None
         if suite_tasks:
-            result = score(lm, suite_tasks, ADAPTER_NAME, limit=config.eval.limit)
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                result = score(lm, suite_tasks, ADAPTER_NAME, limit=config.eval.limit)
             metrics.update({f"{r['task']}/{r['metric']}": r["value"] for r in result["scores"]})
         save_curve_point(config, run_dir, store, state, metrics, result)
         loss_fn.train()
