@@ -7,10 +7,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from adapterbench.atomic import atomic_dir
 from adapterbench.errors import UserError
 
 DEFAULT_MODEL = "default"
@@ -77,8 +76,8 @@ def resolve_model(ref: str = DEFAULT_MODEL) -> Path:
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """De-quantize a GGUF model once into $ADAPTERBENCH_HOME/models/<name>-<sha12>, atomically: a killed
-    conversion leaves only a temp dir that is never taken for a valid cache."""
+    """De-quantize a GGUF model once into $ADAPTERBENCH_HOME/models/<name>-<sha12>, atomically (the completion
+    mark is written last, so an older, partial layout is never taken for a valid cache)."""
     digest = _sha256(gguf)
     target = home() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (target / _COMPLETE_MARK).is_file():
@@ -86,9 +85,7 @@ def convert_gguf(gguf: Path) -> Path:
     stay_offline()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -100,13 +97,6 @@ def convert_gguf(gguf: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _COMPLETE_MARK).write_text(json.dumps({"source": str(gguf), "sha256": digest}, indent=2))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like the HF cache
-        if target.exists():  # a stale, incomplete dir from an older layout
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

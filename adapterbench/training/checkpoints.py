@@ -3,14 +3,14 @@ checkpoint), the last K kept plus the best, and everything an exact resume needs
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from adapterbench.atomic import atomic_dir
 
 STATE_FILE = "trainer_state.pt"
 
@@ -18,21 +18,11 @@ STATE_FILE = "trainer_state.pt"
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
     """checkpoints/step-000050/: the adapter (a PEFT dir) and trainer_state.pt (optimizer, scheduler, RNG, the
     loop's own state)."""
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
+    final = run_dir / "checkpoints" / f"step-{step:06d}"
+    with atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state(), "state": state}, tmp / STATE_FILE)
-        tmp.chmod(0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -83,11 +73,7 @@ def set_rng_state(state: dict) -> None:
 
 def copy_adapter(source: Path, target: Path) -> None:
     """Replace `target` with the PEFT files of `source`, atomically."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, tmp / name)
-    tmp.chmod(0o755)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    with atomic_dir(target) as tmp:
+        for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)

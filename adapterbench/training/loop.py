@@ -9,7 +9,6 @@ import os
 import random
 import resource
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from adapterbench import data
+from adapterbench.atomic import atomic_dir
 from adapterbench.config import TrainConfig
 from adapterbench.errors import UserError
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
@@ -243,8 +243,8 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
         from adapterbench.harness.lm import AdapterLM
 
         quiet_libraries()
-        task_dir = tempfile.mkdtemp(prefix="adapterbench-train-tasks-")
-        suite_tasks = load_tasks(load_suite(config.eval.suite), task_dir, config.eval.tasks)
+        # kept in the run dir: the exact lm-eval tasks this run was evaluated on
+        suite_tasks = load_tasks(load_suite(config.eval.suite), run_dir / "eval_tasks", config.eval.tasks)
         lm = AdapterLM(model, tokenizer, batch_size=32)
         if autocast_bf16:
             lm.mixed_precision_dtype = torch.bfloat16  # HFLM's own autocast around generate(); off would undo ours
@@ -328,13 +328,9 @@ def update_best(config: TrainConfig, state: dict, metrics: dict, model, run_dir:
 
 
 def save_adapter(model, target: Path) -> None:
-    """A standard PEFT dir, written beside and renamed into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    model.save_pretrained(tmp)
-    copy_adapter(tmp, target)
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
+    """A standard PEFT dir, written whole or not at all."""
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
 
 
 def log(path: Path, record: dict) -> None:
