@@ -58,13 +58,13 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
             model.load_adapter(adapters[label], adapter_name=label)
         model.eval()
     base_path = resolve_model(base)
-    identities = {"base": {"path": str(base_path), "sha256": _base_sha(base_path), "base_name": base,
+    identities = {"base": {"path": str(base_path), "sha256": base_sha(base_path), "base_name": base,
                            "manifest": None}, **identities}
     rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
     return AdapterLM(model, tokenizer, batch_size=rows), identities
 
 
-def _base_sha(path: Path) -> str:
+def base_sha(path: Path) -> str:
     """Name the base by its config and the sizes of its weight files: hashing 500 MB on every run costs seconds."""
     import hashlib
 

@@ -349,7 +349,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
 def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: float, train_seconds: float,
                    stopped_early: bool, total_steps: int) -> dict:
     from adapterbench.adapters.models import resolve_model
-    from adapterbench.harness.evaluate import _base_sha, environment
+    from adapterbench.harness.evaluate import base_sha, environment
 
     base_path = resolve_model(config.base_model)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
@@ -357,7 +357,7 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
     trains = [r for r in records if r["kind"] == "train"]
     data_files = {name: str(path) for name, path in (("train", config.data.train), ("val", config.data.val)) if path}
     manifest = {
-        "base": {"ref": config.base_model, "path": str(base_path), "sha256": _base_sha(base_path)},
+        "base": {"ref": config.base_model, "path": str(base_path), "sha256": base_sha(base_path)},
         "data": {name: {"path": path, "sha256": data.sha256_file(path)} for name, path in data_files.items()},
         "config": config.model_dump(mode="json"),
         "seed": config.seed,
