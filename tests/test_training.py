@@ -116,7 +116,7 @@ def test_early_stopping_fires_after_patience_runs_out(tiny_model_dir, tmp_path):
     assert (tmp_path / "run" / "best" / "adapter_model.safetensors").is_file()
 
 
-def test_only_the_last_k_checkpoints_and_the_best_remain(tiny_model_dir, tmp_path):
+def test_only_the_last_k_checkpoints_remain_when_the_best_has_none(tiny_model_dir, tmp_path):
     cfg = config(tiny_model_dir, tmp_path, max_steps=10, **{
         "checkpoint.every": 2, "checkpoint.keep": 2, "eval.every": 2,
         "early_stopping": {"metric": "val_loss", "mode": "max", "patience": 100}})

@@ -3,6 +3,7 @@ model dir, convert GGUF once into the cache, and load it in a chosen dtype or 4-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -45,6 +46,13 @@ def default_gguf() -> Path:
 
 
 def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """Keyed by size and mtime too: a session resolves the same 100 MB GGUF several times, hashing it once."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -20,7 +20,6 @@ class AdapterLM(HFLM):
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-        self.active = "base"
         self._pristine: dict = {}
 
     @contextmanager
@@ -30,7 +29,6 @@ class AdapterLM(HFLM):
         the quantized weights, as PEFT does."""
         model = self._model
         if not hasattr(model, "disable_adapter"):
-            self.active = label
             yield
             return
         mergeable = not getattr(model, "is_loaded_in_4bit", False)
@@ -39,7 +37,6 @@ class AdapterLM(HFLM):
                 model.set_adapter(label)
                 if mergeable:
                     self._merge(label)
-            self.active = label
             try:
                 yield
             finally:
@@ -82,7 +79,7 @@ class AdapterLM(HFLM):
         start = 0
         while start < len(rows):
             width = _row_length(rows[start])
-            size = max(1, min(self._rows_per_batch(override_bs), TOKEN_BUDGET // width))
+            size = max(1, min(override_bs or self.batch_size, TOKEN_BUDGET // width))
             batch = rows[start:start + size]
             start += size
             for index, answer in _score_rows(batch, body, head, self.device, prefix, need_greedy):
@@ -121,11 +118,6 @@ class AdapterLM(HFLM):
         body, _ = self._decoder()
         generation_kwargs["past_key_values"] = _prefill_cache(context, mask, body, self.device)
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
-
-    def _rows_per_batch(self, override_bs: int | None) -> int:
-        if override_bs:
-            return override_bs
-        return self.batch_size if isinstance(self.batch_size, int) else TOKEN_BUDGET
 
 
 def _segments(requests, max_length: int) -> list[dict]:
@@ -224,9 +216,7 @@ def _common_prefix(segments: list[dict], body, device):
     length = min(s["context"] for s in segments) - 1  # each segment keeps its last context token: it predicts
     for segment in segments[1:]:
         tokens = segment["tokens"]
-        length = min(length, len(tokens))
-        while length and tokens[:length] != first[:length]:
-            length = next(i for i in range(length) if tokens[i] != first[i])
+        length = next((i for i in range(length) if tokens[i] != first[i]), length)
     if length < SHARE_MIN_CONTEXT:
         return None
     from transformers import DynamicCache

@@ -34,7 +34,6 @@ class CompletionLoss(torch.nn.Module):
 
     def __init__(self, peft_model):
         super().__init__()
-        self.peft_model = peft_model
         causal_lm = peft_model.get_base_model()
         self.body, self.head = causal_lm.base_model, causal_lm.get_output_embeddings()
 
