@@ -40,6 +40,7 @@ class TaskConfig(Strict):
     method: Literal["generate", "loglikelihood"] = "generate"
     chat_template: bool = True
     system_prompt: Optional[str] = None
+    group_by: Optional[str] = None  # a data column (e.g. fail_mode): scores are also broken down by its values
 
     resolve_paths = field_validator("data", "fewshot_data")(_resolve)
 

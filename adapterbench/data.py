@@ -20,7 +20,7 @@ KINDS = ("text", "instruction", "multiple_choice", "classification")
 # Canonical fields per kind; `fields` maps these onto the user's column names.
 FIELDS = {
     "text": ("id", "text"),
-    "instruction": ("id", "instruction", "input", "output", "fail_mode"),
+    "instruction": ("id", "instruction", "input", "output"),
     "multiple_choice": ("id", "question", "choices", "answer"),
     "classification": ("id", "text", "context", "label"),
 }
@@ -285,8 +285,7 @@ def _normalize(kind: str, row: dict, fields: dict, labels: list | None, where: d
     elif kind == "instruction":
         record.update(instruction=_get(row, "instruction", fields, where),
                       input=_get(row, "input", fields, where, required=False),
-                      output=_get(row, "output", fields, where),
-                      fail_mode=_get(row, "fail_mode", fields, where, required=False) or None)
+                      output=_get(row, "output", fields, where))
     elif kind == "multiple_choice":
         question, choices = _get(row, "question", fields, where), _choices(row, fields, where)
         record.update(question=question, choices=choices, answer=_answer(row, fields, choices, where))
@@ -314,6 +313,7 @@ def _table_records(path: Path, kind: str, fields: dict, labels, problems: list |
                 raise row
             record = _normalize(kind, row, fields, labels, where)
             record["id"] = record["id"] or f"{path.stem}-{n}"
+            record.update(_other_columns(kind, row, fields, record))
             if record["id"] in seen:
                 raise UserError(f"duplicate id {record['id']!r} (first on line {seen[record['id']]}; expected "
                                 "unique ids)", field=fields.get("id", "id"), **where)
@@ -324,6 +324,15 @@ def _table_records(path: Path, kind: str, fields: dict, labels, problems: list |
                 raise
             problems.append(str(err))
     return records
+
+
+def _other_columns(kind: str, row: dict, fields: dict, record: dict) -> dict:
+    """The row's columns that no canonical field read (a `fail_mode` annotation, a source, ...): kept as they are,
+    so a split file still carries them and a suite can break scores down by one (`group_by`)."""
+    read = {fields.get(c, c).split(".")[0] for c in FIELDS[kind]}
+    if kind == "multiple_choice":
+        read.update(_choice_keys(row))
+    return {k: v for k, v in row.items() if k not in read and k not in record}
 
 
 # ---------------------------------------------------------------- text and markdown

@@ -130,9 +130,9 @@ def test_instruction_from_jsonl_and_csv(tmp_path):
         {"id": 42, "instruction": "Say hi", "output": "hi"})), "instruction")
     assert rows == [{"id": "sft-1", "instruction": "Translate", "input": "chat", "output": "cat",
                      "fail_mode": "literal"},
-                    {"id": "42", "instruction": "Say hi", "input": "", "output": "hi", "fail_mode": None}]
+                    {"id": "42", "instruction": "Say hi", "input": "", "output": "hi"}]
     rows = data.read_records(write(tmp_path / "sft.csv", '\ufeffinstruction,output\n"Two\nlines",ok\n'), "instruction")
-    assert rows == [{"id": "sft-1", "instruction": "Two\nlines", "input": "", "output": "ok", "fail_mode": None}]
+    assert rows == [{"id": "sft-1", "instruction": "Two\nlines", "input": "", "output": "ok"}]
 
 
 def test_multiple_choice_from_choices_list_choice_columns_and_letter_columns(tmp_path):
@@ -182,7 +182,7 @@ def test_text_from_jsonl_and_csv_uses_id_field_or_stem_and_number(tmp_path):
     rows = data.read_records(write(tmp_path / "t.jsonl", jsonl({"text": "a"}, {"id": "x", "text": "b"})), "text")
     assert [(r["id"], r["text"]) for r in rows] == [("t-1", "a"), ("x", "b")]
     rows = data.read_records(write(tmp_path / "t.csv", "text,source\n*kept as is*,web\n"), "text")
-    assert rows == [{"id": "t-1", "text": "*kept as is*"}]
+    assert rows == [{"id": "t-1", "text": "*kept as is*", "source": "web"}]  # other columns travel with the record
 
 
 def test_field_overrides_map_user_columns_and_reject_unknown_canonical_names(tmp_path):

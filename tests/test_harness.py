@@ -239,3 +239,19 @@ def test_packed_prefill_generates_what_each_prompt_generates_alone(tmp_path):
     alone = [lm.generate_until([r], disable_tqdm=True)[0] for r in requests]
     assert batched == alone
     assert len(set(alone)) == len(alone)  # the prompts really lead to different text
+
+
+def test_group_by_column_reaches_each_sample_and_the_store(tiny_model_dir, tmp_path):
+    from adapterbench.harness import store
+
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"id": f"n{i}", "text": f"Paragraph {i} of the notes.",
+                                         "chapter": "intro" if i < 2 else "lora"}) + "\n" for i in range(4)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: g\ntasks:\n  - {{name: ppl, type: perplexity, data: {notes}, group_by: chapter}}\n")
+    evaluation = evaluate(suite, base=str(tiny_model_dir), dtype="fp32", store=tmp_path / "s.sqlite")
+    assert {s["doc_id"]: s["group"] for s in evaluation["samples"]} == {"n0": "intro", "n1": "intro",
+                                                                         "n2": "lora", "n3": "lora"}
+    with store.connect(tmp_path / "s.sqlite") as conn:
+        saved = store.load_evaluation(conn, evaluation["id"])
+    assert [s["group"] for s in saved["samples"]] == [s["group"] for s in evaluation["samples"]]

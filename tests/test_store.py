@@ -43,17 +43,17 @@ def make_evaluation(**overrides) -> dict:
         ],
         "samples": [
             {"label": "base", "task": "notes_mc", "doc_id": "0", "doc_hash": "h0", "prompt": "Q0?",
-             "prediction": "A", "reference": "B", "metrics": {"acc": 0.0}},
+             "prediction": "A", "reference": "B", "metrics": {"acc": 0.0}, "group": "recall"},
             {"label": "base", "task": "notes_mc", "doc_id": "1", "doc_hash": "h1", "prompt": "Q1?",
-             "prediction": "C", "reference": "C", "metrics": {"acc": 1.0}},
+             "prediction": "C", "reference": "C", "metrics": {"acc": 1.0}, "group": None},
             {"label": "qa", "task": "notes_mc", "doc_id": "0", "doc_hash": "h0", "prompt": "Q0?",
-             "prediction": "B", "reference": "B", "metrics": {"acc": 1.0}},
+             "prediction": "B", "reference": "B", "metrics": {"acc": 1.0}, "group": "recall"},
             {"label": "qa", "task": "notes_mc", "doc_id": "1", "doc_hash": "h1", "prompt": "Q1?",
-             "prediction": "C", "reference": "C", "metrics": {"acc": 1.0}},
+             "prediction": "C", "reference": "C", "metrics": {"acc": 1.0}, "group": None},
             {"label": "base", "task": "qa", "doc_id": "0", "doc_hash": "q0", "prompt": TRICKY,
-             "prediction": "peut-être, " + TRICKY, "reference": TRICKY, "metrics": {"bleu": [0.1, "ref"]}},
+             "prediction": "peut-être, " + TRICKY, "reference": TRICKY, "metrics": {"bleu": [0.1, "ref"]}, "group": None},
             {"label": "qa", "task": "qa", "doc_id": "0", "doc_hash": "q0", "prompt": TRICKY,
-             "prediction": 'say "hi",\r\nbye', "reference": TRICKY, "metrics": {"bleu": [0.9, "ref"]}},
+             "prediction": 'say "hi",\r\nbye', "reference": TRICKY, "metrics": {"bleu": [0.9, "ref"]}, "group": None},
         ],
     }
     evaluation.update(overrides)
@@ -108,9 +108,25 @@ def test_schema_version_is_recorded_and_a_newer_one_is_refused(tmp_path):
     raw.execute("INSERT INTO schema_version VALUES (?, NULL)", (store.SCHEMA_VERSION + 1,))
     raw.commit()
     raw.close()
-    with pytest.raises(UserError, match=r"schema version 2, newer") as err:
+    with pytest.raises(UserError, match=rf"schema version {store.SCHEMA_VERSION + 1}, newer") as err:
         store.connect(path)
     assert err.value.path == path
+
+
+def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "store.sqlite"
+    with store.connect(path) as conn:
+        old_id = store.save_evaluation(conn, make_evaluation())
+    raw = sqlite3.connect(path)  # turn it back into what adapterbench 1 wrote
+    raw.execute("ALTER TABLE samples DROP COLUMN group_name")
+    raw.execute("UPDATE schema_version SET version = 1")
+    raw.commit()
+    raw.close()
+    with store.connect(path) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+        assert {s["group"] for s in store.load_evaluation(conn, old_id)["samples"]} == {None}
+        new_id = store.save_evaluation(conn, make_evaluation())
+        assert {s["group"] for s in store.load_evaluation(conn, new_id)["samples"]} == {"recall", None}
 
 
 def test_a_file_that_is_not_sqlite_is_a_user_error(tmp_path):

@@ -60,6 +60,27 @@ def test_failed_build_leaves_the_previous_one_intact(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == before
 
 
+def test_split_keeps_other_columns_and_group_by_tags_each_doc(tmp_path, capsys):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("id,instruction,output,fail_mode\n" + "".join(
+        f"s{i},Question {i}?,Answer {i}.,{'' if i % 3 == 0 else ('hallucination' if i % 2 else 'format')}\n"
+        for i in range(12)))
+    code, _, _ = run(capsys, "data", "split", str(sheet), "--kind", "instruction", "--out", str(tmp_path / "data"))
+    assert code == 0
+    test_file = tmp_path / "data" / "sheet_test.jsonl"
+    assert all("fail_mode" in json.loads(line) for line in test_file.read_text().splitlines())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: s\ntasks:\n  - {{name: qa, type: generation, data: {test_file}, group_by: fail_mode}}\n")
+    run(capsys, "tasks", "build", str(suite), "--out", str(tmp_path / "tasks"))
+    docs = [json.loads(line) for line in (tmp_path / "tasks" / "qa.jsonl").read_text().splitlines()]
+    rows = {json.loads(line)["id"]: json.loads(line) for line in test_file.read_text().splitlines()}
+    assert [d["group"] for d in docs] == [rows[d["id"]]["fail_mode"] or "(none)" for d in docs]
+
+    suite.write_text(f"name: s\ntasks:\n  - {{name: qa, type: generation, data: {test_file}, group_by: failmode}}\n")
+    code, _, err = run(capsys, "tasks", "build", str(suite), "--out", str(tmp_path / "other"))
+    assert code == 2 and "group_by" in err and "'failmode'" in err and not (tmp_path / "other").exists()
+
+
 def test_tasks_list_shows_types_sizes_and_metrics(capsys):
     code, out, _ = run(capsys, "tasks", "list", str(SAMPLE / "suite.yaml"), "--json")
     assert code == 0

@@ -12,6 +12,7 @@ import yaml
 from adapterbench import data
 from adapterbench.atomic import atomic_dir
 from adapterbench.config import SuiteConfig, TaskConfig
+from adapterbench.errors import UserError
 from adapterbench.tasks.metrics import label_slug
 
 DATA_KIND = {"multiple_choice": "multiple_choice", "multiple_choice_generate": "multiple_choice",
@@ -40,7 +41,7 @@ def _docs(task: TaskConfig, path: Path) -> list[dict]:
         docs = [{"id": r["id"], "text": r["text"]} for r in records]
     elif task.type == "generation":
         docs = [{"id": r["id"], "prompt": r["instruction"] + (f"\n\n{r['input']}" if r["input"] else ""),
-                 "reference": r["output"], "fail_mode": r.get("fail_mode")} for r in records]
+                 "reference": r["output"]} for r in records]
     elif task.type in ("multiple_choice", "multiple_choice_generate"):
         docs = [{"id": r["id"], "question": r["question"], "choices": r["choices"], "answer": r["answer"]}
                 for r in records]
@@ -48,6 +49,12 @@ def _docs(task: TaskConfig, path: Path) -> list[dict]:
         verbalizers = [(task.verbalizers or {}).get(label, label) for label in task.labels]
         docs = [{"id": r["id"], "text": r["text"], "context": r["context"], "label": task.labels.index(r["label"]),
                  "labels": task.labels, "verbalizers": verbalizers} for r in records]
+    if task.group_by:
+        if not any(task.group_by in record for record in records):
+            raise UserError(f"group_by: no record has a column {task.group_by!r}", path=path, field="group_by")
+        for doc, record in zip(docs, records):
+            value = record.get(task.group_by)
+            doc["group"] = "(none)" if value in (None, "") else str(value)
     for doc in docs:
         doc["doc_hash"] = doc_hash(doc)
     return docs
