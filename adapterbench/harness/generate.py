@@ -1,0 +1,142 @@
+"""generate(): answer a prompts file with the base and each adapter (the eval's greedy decoding, chat template) and
+keep the answers side by side in the store as an evaluation of kind 'generate', where reports show them."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+from adapterbench.errors import UserError
+
+PROMPT_COLUMNS = ("prompt", "instruction")
+REFERENCE_COLUMNS = ("reference", "output")
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """[{id, prompt, reference}] from a .txt (one prompt per non-empty line) or a .jsonl/.csv with a `prompt` (or
+    `instruction`, plus `input`) column and optionally `reference` (or `output`) and `id`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file", path=path)
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() in (".txt", ".md"):
+        rows = [(n, {"prompt": line.strip()}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    elif path.suffix.lower() == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"not valid JSON ({exc.msg})", path=path, line=n) from None
+            if not isinstance(row, dict):
+                raise UserError("expected a JSON object per line", path=path, line=n)
+            rows.append((n, row))
+    elif path.suffix.lower() == ".csv":
+        rows = [(n, row) for n, row in enumerate(csv.DictReader(io.StringIO(text)), 2)]
+    else:
+        raise UserError(f"file type {path.suffix or '(none)'!r} is not supported (expected .txt, .jsonl or .csv)",
+                        path=path)
+    prompts = []
+    for n, row in rows:
+        column = next((c for c in PROMPT_COLUMNS if str(row.get(c) or "").strip()), None)
+        if column is None:
+            raise UserError("no prompt (expected a non-empty 'prompt' or 'instruction')", path=path, line=n,
+                            field="prompt")
+        prompt = str(row[column]).strip()
+        if column == "instruction" and str(row.get("input") or "").strip():
+            prompt += "\n\n" + str(row["input"]).strip()
+        reference = next((str(row[c]) for c in REFERENCE_COLUMNS if row.get(c) not in (None, "")), None)
+        prompts.append({"id": str(row.get("id") or f"{path.stem}-{len(prompts) + 1}"), "prompt": prompt,
+                        "reference": reference})
+    if not prompts:
+        raise UserError("no prompts in the file", path=path)
+    return prompts
+
+
+def answer(lm, label: str, prompts: list[str], *, max_new_tokens: int = 128, system_prompt: str | None = None,
+           chat_template: bool = True, progress: bool = True) -> list[str]:
+    """Greedy answers of model `label` through lm-eval's generate_until, the path evaluations take."""
+    from lm_eval.api.instance import Instance
+
+    use_chat = chat_template and bool(getattr(lm.tokenizer, "chat_template", None))
+    contexts = []
+    for prompt in prompts:
+        if use_chat:
+            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+            contexts.append(lm.apply_chat_template(messages + [{"role": "user", "content": prompt}]))
+        else:
+            contexts.append((system_prompt + "\n\n" if system_prompt else "") + prompt)
+    until = [] if use_chat else ["\n\n"]
+    requests = [Instance(request_type="generate_until", doc={}, idx=0,
+                         arguments=(context, {"until": until, "max_gen_toks": max_new_tokens, "do_sample": False}))
+                for context in contexts]
+    with lm.use(label):
+        return [text.strip() for text in lm.generate_until(requests, disable_tqdm=not progress)]
+
+
+def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, max_new_tokens: int = 128,
+             system_prompt: str | None = None, chat_template: bool = True, dtype: str = "auto", quant: str = "none",
+             store: str | Path | None = None, save: bool = True, command: str | None = None,
+             progress: bool = True) -> dict:
+    """Answer every prompt with the base and each adapter. Returns the evaluation (kind 'generate'; one sample per
+    prompt and model, no scores); with save=True it goes into the store."""
+    from adapterbench.adapters.models import stay_offline
+    from adapterbench.harness import store as store_mod
+    from adapterbench.harness.evaluate import environment, load_session, parse_adapters, quiet_libraries
+
+    stay_offline()
+    quiet_libraries()
+    prompts_file = Path(prompts_file)
+    prompts = read_prompts(prompts_file)
+    adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
+    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant)
+    task = prompts_file.stem
+    evaluation = {"id": store_mod.new_evaluation_id(), "kind": "generate",
+                  "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                  "suite": {"name": task, "path": str(prompts_file.resolve())}, "base_ref": base,
+                  "command": command or " ".join(sys.argv),
+                  "config": {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt,
+                             "chat_template": chat_template, "dtype": dtype, "quant": quant,
+                             "model_dtype": str(lm.model.dtype).removeprefix("torch.")},
+                  "environment": environment(), "models": [], "scores": [], "samples": []}
+    for label, identity in identities.items():
+        answers = answer(lm, label, [p["prompt"] for p in prompts], max_new_tokens=max_new_tokens,
+                         system_prompt=system_prompt, chat_template=chat_template, progress=progress)
+        evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",
+                                     "path": identity["path"], "sha256": identity["sha256"],
+                                     "base_name": identity.get("base_name"), "manifest": identity.get("manifest")})
+        evaluation["samples"] += [
+            {"label": label, "task": task, "doc_id": p["id"], "prompt": p["prompt"], "prediction": text,
+             "reference": p["reference"], "metrics": {},
+             "doc_hash": hashlib.sha256(p["prompt"].encode()).hexdigest()[:16]}
+            for p, text in zip(prompts, answers)]
+    if save:
+        with store_mod.connect(store) as conn:
+            store_mod.save_evaluation(conn, evaluation)
+    return evaluation
+
+
+def format_answers(evaluation: dict, width: int = 100) -> str:
+    """Each prompt, then every model's answer under its label (and the reference when the file gave one)."""
+    by_item: dict[str, dict] = {}
+    for s in evaluation["samples"]:
+        by_item.setdefault(s["doc_id"], {"prompt": s["prompt"], "reference": s["reference"], "answers": {}})
+        by_item[s["doc_id"]]["answers"][s["label"]] = s["prediction"]
+    labels = [m["label"] for m in evaluation["models"]]
+    pad = max(len(label) for label in [*labels, "reference"])
+    lines = []
+    for doc_id, item in by_item.items():
+        lines += ["=" * min(width, 60), f"[{doc_id}] {item['prompt']}"]
+        if item["reference"]:
+            lines.append(f"  {'reference':<{pad}} | {item['reference']}")
+        for label in labels:
+            text = " ".join((item["answers"].get(label) or "").split())
+            lines.append(f"  {label:<{pad}} | {text}")
+    return "\n".join(lines)
