@@ -249,6 +249,35 @@ def bleu_corpus(items: Iterable[Sequence[str]]) -> float:
                                       max_ngram_order=order).score)
 
 
+def bleu_statistics(items: Iterable[Sequence[str]]):
+    """Per-item BLEU sufficient statistics as a float array (items x (2 + 2 * order)): sys_len, ref_len, n-gram
+    matches, n-gram totals. Summing rows of it and calling `bleu_from_statistics` is `bleu_corpus` of those rows."""
+    import numpy as np
+
+    width = 2 + 2 * _bleu().max_ngram_order
+    return np.array([_bleu_statistics(p, r) for p, r in items], dtype=float).reshape(-1, width)
+
+
+def bleu_from_statistics(totals):
+    """Corpus BLEU (0-100) for each row of summed statistics (... x (2 + 2 * order)), vectorised: sacrebleu's
+    compute_bleu with its default exp smoothing, so a bootstrap scores thousands of resamples in one call."""
+    import numpy as np
+
+    totals = np.asarray(totals, dtype=float)
+    order = _bleu().max_ngram_order
+    sys_len, ref_len = totals[..., 0], totals[..., 1]
+    correct, total = totals[..., 2:2 + order], totals[..., 2 + order:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # exp smoothing: the k-th order with no match gets precision 100 / (2**k * total)
+        misses = np.cumsum(correct == 0, axis=-1)
+        precision = np.where(correct > 0, 100 * correct / total, 100 / (2.0 ** misses * total))
+        brevity = np.where(sys_len >= ref_len, 1.0, np.exp(1 - ref_len / sys_len))
+        score = brevity * np.exp(np.log(precision).mean(axis=-1))
+    # sacrebleu scores 0 when nothing matches (an empty output included) or when an order has no n-grams at all.
+    zero = ~(correct > 0).any(axis=-1) | (total == 0).any(axis=-1)
+    return np.where(zero, 0.0, score)
+
+
 def process_generation(doc: dict, results: Sequence[str]) -> dict:
     """lm-eval hook for a generation doc: the BLEU item and the 12 ROUGE scores of the stripped output."""
     prediction = (results[0] or "").strip()
