@@ -1,5 +1,5 @@
-"""Pydantic schemas of suite.yaml and train.yaml, and their loading: unknown keys are errors with a "did you mean",
-every error names file, line, key and value, relative paths resolve from the file's folder."""
+"""Pydantic schemas of suite.yaml, train.yaml and gate.yaml, and their loading: unknown keys are errors with a "did
+you mean", every error names file, line, key and value, relative paths resolve from the file's folder."""
 
 from __future__ import annotations
 
@@ -147,12 +147,78 @@ class TrainConfig(Strict):
         return self
 
 
+def _check_max_drop(value: Union[float, str, None]) -> Union[float, str, None]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        number = value.strip().removesuffix("%")
+        try:
+            ok = value.strip().endswith("%") and float(number) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("max_drop is a number in the metric's units (e.g. 1.0) or a share of the baseline "
+                             "value (e.g. '5%'), never negative")
+        return value.strip()
+    if value < 0:
+        raise ValueError("max_drop must be >= 0: it is the largest drop tolerated")
+    return value
+
+
+class GateRule(Strict):
+    task: str
+    metric: Optional[str] = None  # default: the task's primary metric
+    max_drop: Optional[Union[float, str]] = None  # default: the file's max_drop
+    alpha: Optional[float] = Field(None, gt=0, lt=1)  # default: the file's alpha
+
+    check_max_drop = field_validator("max_drop")(_check_max_drop)
+
+
+class GateConfig(Strict):
+    """gate.yaml. A rule regresses when the candidate is worse than the baseline by more than max_drop (metric
+    units, or "N%" of the baseline value) and its Holm-adjusted p-value is below alpha; a rule without metric,
+    max_drop or alpha takes the task's primary metric and the file's values; no rules: every task of the baseline."""
+    suite: Optional[Path] = None  # scores a REF given as an adapter dir
+    base: str = "default"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    max_drop: Union[float, str] = 0.0
+    confidence: float = Field(0.95, gt=0, lt=1)
+    iters: int = Field(2000, ge=100)
+    seed: int = 0
+    rules: list[GateRule] = []
+
+    resolve_paths = field_validator("suite")(_resolve)
+    check_max_drop = field_validator("max_drop")(_check_max_drop)
+
+    @model_validator(mode="after")
+    def _unique_rules(self):
+        keys = [(r.task, r.metric) for r in self.rules]
+        dupes = sorted({f"{t}/{m or 'primary'}" for t, m in keys if keys.count((t, m)) > 1})
+        if dupes:
+            raise ValueError(f"each task/metric may have one rule; repeated: {', '.join(dupes)}")
+        return self
+
+
 def load_suite(path: str | Path) -> SuiteConfig:
     return load_config(path, SuiteConfig)
 
 
 def load_train(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     return load_config(path, TrainConfig, overrides)
+
+
+def load_gate(path: str | Path) -> GateConfig:
+    return load_config(path, GateConfig)
+
+
+def key_line(path: str | Path | None, loc: tuple) -> int | None:
+    """The line of key path `loc` (e.g. ('rules', 0, 'task')) in a YAML file, or of its nearest parent found; for
+    errors found after loading, such as a rule naming a task the store does not have."""
+    try:
+        lines = _key_lines(Path(path).read_text(encoding="utf-8"))
+    except (OSError, TypeError, UnicodeDecodeError):
+        return None
+    return next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
 
 
 def load_config(path: str | Path, schema: type[BaseModel], overrides: list[str] = ()):

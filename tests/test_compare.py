@@ -80,8 +80,8 @@ def test_compare_pairs_items_by_content_and_counts_the_unmatched():
     (row,) = result["rows"]
     assert row["n_items"] == 3 and row["test"] == "mcnemar"
     assert (row["baseline"], row["candidate"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
-    assert result["unmatched"] == {"mc": {"only_baseline": 1, "only_candidate": 0},
-                                   "only_base": {"only_baseline": 1, "only_candidate": 0}}
+    assert result["unmatched"] == {"mc": {"only_baseline": 1, "only_candidate": 0, "shared": 3},
+                                   "only_base": {"only_baseline": 1, "only_candidate": 0, "shared": 0}}
 
 
 def test_compare_rows_have_an_interval_and_holm_runs_across_tasks_per_metric():

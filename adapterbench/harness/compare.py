@@ -97,10 +97,11 @@ def compare(baseline: dict, baseline_label: str, candidate: dict, candidate_labe
     as store.load_evaluation(..., with_samples=True) gives them; they may be the same one), on the items both
     answered, paired by (task, doc_hash).
 
-    Returns {"rows": [...], "unmatched": {task: {"only_baseline", "only_candidate"}}, "confidence", "iters",
-    "seed"}. One row per task and metric present on both sides: task, metric, higher_is_better, test, n_items,
-    baseline, candidate (each recomputed on the paired items only), delta = candidate - baseline, ci_low, ci_high
-    (at `confidence`), p_value, and p_holm (Holm over the rows of the same metric across tasks).
+    Returns {"rows": [...], "unmatched": {task: {"only_baseline", "only_candidate", "shared"}} (item counts),
+    "confidence", "iters", "seed"}. One row per task and metric present on both sides: task, metric,
+    higher_is_better, test, n_items, baseline, candidate (each recomputed on the paired items only),
+    delta = candidate - baseline, ci_low, ci_high (at `confidence`), p_value, and p_holm (Holm over the rows of the
+    same metric across tasks).
     0/1 metrics (acc, acc_norm, unparseable_rate) get McNemar's exact test and Newcombe's paired score interval
     (deterministic, and sound with few discordant pairs); every other metric gets the paired bootstrap (its
     percentile interval and the p-value that inverts it, see stats.paired_bootstrap). Per-class metrics use the
@@ -115,7 +116,8 @@ def compare(baseline: dict, baseline_label: str, candidate: dict, candidate_labe
             continue
         a, b = base_items.get(task, {}), cand_items.get(task, {})
         shared = [key for key in a if key in b]
-        unmatched[task] = {"only_baseline": len(a) - len(shared), "only_candidate": len(b) - len(shared)}
+        unmatched[task] = {"only_baseline": len(a) - len(shared), "only_candidate": len(b) - len(shared),
+                           "shared": len(shared)}
         if not shared:
             continue
         first_a, first_b = a[shared[0]], b[shared[0]]

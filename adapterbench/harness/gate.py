@@ -1,0 +1,367 @@
+"""The regression gate: a candidate model against a baseline, one verdict per rule (improved / unchanged / regressed)
+from paired tests with Holm's correction, written as JSON, Markdown (a PR comment) and JUnit XML (for CI)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import sys
+import uuid
+from contextlib import closing
+from pathlib import Path
+from typing import Callable
+
+from adapterbench.config import GateConfig, key_line, load_gate
+from adapterbench.errors import UserError
+
+EXIT_CODES = {"passed": 0, "regressed": 1, "incomplete": 2}
+VERDICT_MARKS = {"improved": "✅ improved", "unchanged": "➖ unchanged", "regressed": "❌ regressed",
+                 "missing": "⚠️ missing"}
+
+
+def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None = None,
+             rules: GateConfig | str | Path | None = None, warn: Callable[[str], None] | None = None) -> dict:
+    """Judge the candidate against the baseline on every rule (no rules: every task of the baseline, on its primary
+    metric, max_drop 0, alpha 0.05).
+
+    A REF is a model label (its newest evaluation in the store), `EVAL_ID:LABEL`, or a PEFT adapter dir, which is
+    scored first on the rules' suite (and saved to the store). A row is "regressed" when the candidate is worse
+    than the baseline by more than the rule's max_drop AND its Holm-adjusted p-value is below the rule's alpha,
+    "improved" when it is better with p_holm < alpha, "unchanged" otherwise; "missing" when the two sides share no
+    item of the task. Holm runs over all rule rows: the chance that a build fails on noise alone stays below alpha.
+    status: "regressed" if any row regressed, else "incomplete" if any is missing, else "passed" (exit 1 / 2 / 0).
+    Partial overlaps and other caveats go to `warnings` and to `warn` (default: stderr).
+    """
+    from adapterbench.harness import compare as cmp
+    from adapterbench.harness import stats
+
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    rules_file = None
+    if rules is None:
+        rules = GateConfig()
+    elif not isinstance(rules, GateConfig):
+        rules_file = str(rules)
+        rules = load_gate(rules)
+    sides = _load_sides({"baseline": baseline_ref, "candidate": candidate_ref}, rules, store, rules_file)
+    (base_eval, base_label), (cand_eval, cand_label) = sides["baseline"], sides["candidate"]
+    warnings = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        warn(message)
+
+    if base_eval["id"] == cand_eval["id"] and base_label == cand_label:
+        note(f"baseline and candidate are the same model ({base_eval['id']}:{base_label})")
+    base_metrics, cand_metrics = _task_metrics(base_eval, base_label), _task_metrics(cand_eval, cand_label)
+    targets = _targets(rules, base_metrics, cand_metrics, rules_file)
+    comparison = cmp.compare(base_eval, base_label, cand_eval, cand_label, tasks={t["task"] for t in targets},
+                             metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
+                             confidence=rules.confidence)
+    found = {(r["task"], r["metric"]): r for r in comparison["rows"]}
+    for task, counts in comparison["unmatched"].items():
+        if counts["only_baseline"] or counts["only_candidate"]:
+            note(f"task {task}: the two sides were not scored on the same items: {counts['shared']} shared, "
+                 f"{counts['only_baseline']} only in the baseline, {counts['only_candidate']} only in the candidate")
+    rows = [_verdict_row(t, found.get((t["task"], t["metric"])), comparison["unmatched"][t["task"]]) for t in targets]
+    compared = [r for r in rows if r["verdict"] != "missing"]
+    for row, adjusted in zip(compared, stats.holm([r["p_value"] for r in compared])):
+        row["p_holm"] = adjusted
+        row["verdict"] = _verdict(row)
+    for row in rows:
+        if row["verdict"] == "missing":
+            note(f"{row['task']}/{row['metric']}: {row['note']}")
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_MARKS}
+    status = "regressed" if counts["regressed"] else "incomplete" if counts["missing"] else "passed"
+    return {"status": status, "passed": status == "passed", "exit_code": EXIT_CODES[status], "counts": counts,
+            "baseline": {"ref": baseline_ref, "evaluation_id": base_eval["id"], "label": base_label},
+            "candidate": {"ref": candidate_ref, "evaluation_id": cand_eval["id"], "label": cand_label},
+            "rules_file": rules_file, "alpha": rules.alpha, "confidence": rules.confidence, "iters": rules.iters,
+            "seed": rules.seed, "rows": rows, "unmatched": comparison["unmatched"], "warnings": warnings}
+
+
+def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file) -> dict[str, tuple[dict, str]]:
+    """{side: (evaluation with samples, label)}; adapter dirs are scored together, the base loaded once."""
+    from adapterbench.harness import store as store_mod
+    from adapterbench.harness.evaluate import evaluate, parse_adapters
+
+    adapters = {side: ref for side, ref in refs.items() if (Path(ref) / "adapter_config.json").is_file()}
+    out = {}
+    if adapters:
+        if rules.suite is None:
+            raise UserError(f"{' and '.join(adapters.values())}: an adapter dir is scored before the gate, and that "
+                            "needs a suite: set 'suite:' in the rules file (--rules gate.yaml), or pass a label "
+                            "already in the store", path=rules_file, field="suite")
+        labels = {}
+        for side, ref in adapters.items():
+            label = next(iter(parse_adapters([ref])))
+            labels[side] = f"{label}-{side}" if label in labels.values() else label
+        evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[s]: adapters[s] for s in adapters},
+                              store=store)
+        out = {side: (evaluation, labels[side]) for side in adapters}
+    with closing(store_mod.connect(store)) as conn:
+        for side, ref in refs.items():
+            if side in out:
+                continue
+            try:
+                eval_id, label = store_mod.resolve_model_ref(conn, ref)
+            except UserError as err:
+                if Path(ref).is_dir():
+                    err.message += f"; {ref} is a folder without adapter_config.json, so not an adapter either"
+                err.field = f"--{side}"
+                raise
+            out[side] = (store_mod.load_evaluation(conn, eval_id, with_samples=True), label)
+    return out
+
+
+def _task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
+    """{task: metric names} of one model, in the order its per-sample records list them."""
+    out: dict[str, list[str]] = {}
+    for sample in evaluation["samples"]:
+        if sample["label"] == label and sample["task"] not in out:
+            out[sample["task"]] = list(sample["metrics"])
+    return out
+
+
+def _targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rules_file) -> list[dict]:
+    """The (task, metric, max_drop, alpha) rows to judge. A rule naming a task or metric neither side has is a
+    mistake in the rules file (UserError); one side lacking it is a finding (a "missing" row)."""
+    from adapterbench.harness.compare import primary_metric
+
+    known = {**cand_metrics, **base_metrics}
+    if not rules.rules:
+        return [{"task": task, "metric": primary_metric(names), "max_drop": rules.max_drop, "alpha": rules.alpha}
+                for task, names in base_metrics.items()]
+    targets = []
+    for i, rule in enumerate(rules.rules):
+        if rule.task not in known:
+            close = difflib.get_close_matches(rule.task, list(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; tasks scored: {', '.join(known) or 'none'}"
+            raise UserError(f"no task '{rule.task}' in the baseline or the candidate{hint}", path=rules_file,
+                            line=key_line(rules_file, ("rules", i, "task")), field=f"rules[{i}].task")
+        metric = rule.metric or primary_metric(known[rule.task])
+        if metric not in known[rule.task]:
+            close = difflib.get_close_matches(metric, known[rule.task], n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"it has: {', '.join(known[rule.task])}"
+            raise UserError(f"task '{rule.task}' has no metric '{metric}'; {hint}", path=rules_file,
+                            line=key_line(rules_file, ("rules", i, "metric")), field=f"rules[{i}].metric")
+        targets.append({"task": rule.task, "metric": metric,
+                        "max_drop": rules.max_drop if rule.max_drop is None else rule.max_drop,
+                        "alpha": rules.alpha if rule.alpha is None else rule.alpha})
+    return targets
+
+
+def _verdict_row(target: dict, row: dict | None, unmatched: dict) -> dict:
+    from adapterbench.harness.compare import higher_is_better
+
+    out = {"task": target["task"], "metric": target["metric"], "higher_is_better": higher_is_better(target["metric"]),
+           "verdict": "missing", "test": None, "n_items": 0, "baseline": None, "candidate": None, "delta": None,
+           "ci_low": None, "ci_high": None, "p_value": None, "p_holm": None, "alpha": target["alpha"],
+           "max_drop": target["max_drop"], "allowed_drop": None, "unmatched": unmatched, "note": ""}
+    if row is None:
+        out["note"] = ("the baseline and the candidate share no item of this task (baseline "
+                       f"{unmatched['only_baseline']}, candidate {unmatched['only_candidate']} items)"
+                       if not unmatched["shared"] else "one side has no value of this metric")
+        return out
+    out.update({k: row[k] for k in ("test", "n_items", "baseline", "candidate", "delta", "ci_low", "ci_high",
+                                    "p_value")})
+    if not all(math.isfinite(row[k]) for k in ("delta", "ci_low", "ci_high", "p_value")):
+        out["note"] = "the metric is not finite on these items"
+        return out
+    out["allowed_drop"] = _allowed_drop(target["max_drop"], row["baseline"])
+    if unmatched["only_baseline"] or unmatched["only_candidate"]:
+        out["note"] = (f"compared on the {row['n_items']} shared items ({unmatched['only_baseline']} only in the "
+                       f"baseline, {unmatched['only_candidate']} only in the candidate)")
+    out["verdict"] = "unchanged"
+    return out
+
+
+def _allowed_drop(max_drop: float | str, baseline: float) -> float:
+    if isinstance(max_drop, str):
+        return float(max_drop.rstrip("%")) / 100 * abs(baseline)
+    return float(max_drop)
+
+
+def _verdict(row: dict) -> str:
+    worse = -row["delta"] if row["higher_is_better"] else row["delta"]
+    significant = row["p_holm"] < row["alpha"]
+    if significant and worse > row["allowed_drop"]:
+        return "regressed"
+    if significant and worse < 0:
+        return "improved"
+    return "unchanged"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------------------------------------------
+
+def verdict_json(verdict: dict) -> str:
+    """The verdict as strict JSON: non-finite numbers become null."""
+    return json.dumps(_finite(verdict), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def write_verdict_json(verdict: dict, path: str | Path) -> Path:
+    """verdict_json, written atomically (tmp file + rename)."""
+    return _write_atomic(path, verdict_json(verdict) + "\n")
+
+
+def write_verdict_markdown(verdict: dict, path: str | Path) -> Path:
+    """format_verdict_markdown, written atomically."""
+    return _write_atomic(path, format_verdict_markdown(verdict))
+
+
+def format_verdict_markdown(verdict: dict) -> str:
+    """A Markdown summary that fits a PR comment: status, the two models, one table row per rule, warnings."""
+    pct = f"{verdict['confidence']:.0%}"
+    head = {"passed": "✅ passed", "regressed": "❌ regressed", "incomplete": "⚠️ incomplete"}[verdict["status"]]
+    counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n)
+    lines = [f"### adapterbench gate: {head} ({counts or 'no rules'})", "",
+             f"Candidate {_md_model(verdict['candidate'])} vs baseline {_md_model(verdict['baseline'])}. "
+             f"A row regresses when the candidate is worse by more than its max drop and the Holm-adjusted p-value "
+             f"is below alpha; intervals are {pct} paired intervals.", "",
+             f"| task | metric | baseline | candidate | Δ [{pct} CI] | p (Holm) | max drop | verdict |",
+             "|---|---|---:|---:|---|---:|---:|---|"]
+    for row in verdict["rows"]:
+        arrow = "↑" if row["higher_is_better"] else "↓"
+        lines.append("| " + " | ".join([
+            _md(row["task"]), f"{_md(row['metric'])} {arrow}", _num(row["baseline"]), _num(row["candidate"]),
+            _delta(row), f"{_p(row['p_value'])} ({_p(row['p_holm'])})", _md(_max_drop(row["max_drop"])),
+            VERDICT_MARKS[row["verdict"]]]) + " |")
+    if verdict["warnings"]:
+        lines += ["", *(f"- {_md(w)}" for w in verdict["warnings"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_junit(verdict: dict, path: str | Path) -> Path:
+    """JUnit XML (one testsuite, one testcase per rule row): <failure> for a regression, <error> for a row that
+    could not be compared; CI systems (GitHub, GitLab, Jenkins) show them as failed tests."""
+    import xml.etree.ElementTree as ET
+
+    rows = verdict["rows"]
+    suites = ET.Element("testsuites", name="adapterbench gate")
+    suite = ET.SubElement(suites, "testsuite", name="adapterbench gate", tests=str(len(rows)),
+                          failures=str(verdict["counts"]["regressed"]), errors=str(verdict["counts"]["missing"]),
+                          skipped="0", time="0")
+    properties = ET.SubElement(suite, "properties")
+    for side in ("baseline", "candidate"):
+        model = verdict[side]
+        ET.SubElement(properties, "property", name=side,
+                      value=_xml(f"{model['evaluation_id']}:{model['label']} (ref {model['ref']})"))
+    for row in rows:
+        case = ET.SubElement(suite, "testcase", classname=_xml(f"adapterbench.gate.{row['task']}"),
+                             name=_xml(f"{row['task']}/{row['metric']}"), time="0")
+        summary = _xml(_row_summary(row))
+        if row["verdict"] == "regressed":
+            ET.SubElement(case, "failure", message=summary, type="regressed").text = summary
+        elif row["verdict"] == "missing":
+            ET.SubElement(case, "error", message=_xml(row["note"]), type="missing").text = _xml(row["note"])
+        else:
+            ET.SubElement(case, "system-out").text = summary
+    ET.indent(suites)
+    return _write_atomic(path, ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+
+
+def format_verdict(verdict: dict) -> str:
+    """A plain-text table for the terminal."""
+    pct = f"{verdict['confidence']:.0%}"
+    table = [["task", "metric", "n", "baseline", "candidate", f"delta [{pct} CI]", "p", "p_holm", "max drop",
+              "verdict"]]
+    for row in verdict["rows"]:
+        table.append([row["task"], row["metric"] + (" (higher)" if row["higher_is_better"] else " (lower)"),
+                      str(row["n_items"]), _num(row["baseline"]), _num(row["candidate"]), _delta(row),
+                      _p(row["p_value"]), _p(row["p_holm"]), _max_drop(row["max_drop"]), row["verdict"]])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    b, c = verdict["baseline"], verdict["candidate"]
+    counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n) or "no rules"
+    return "\n".join([f"baseline:  {b['evaluation_id']}:{b['label']}", f"candidate: {c['evaluation_id']}:{c['label']}",
+                      "", lines[0], "-" * max(map(len, lines)), *lines[1:], "",
+                      f"gate {verdict['status']}: {counts}"])
+
+
+def _row_summary(row: dict) -> str:
+    if row["verdict"] == "missing":
+        return row["note"]
+    worse = "higher is better" if row["higher_is_better"] else "lower is better"
+    return (f"{row['metric']} ({worse}): baseline {_num(row['baseline'])}, candidate {_num(row['candidate'])}, "
+            f"delta {_delta(row)}, p {_p(row['p_value'])}, Holm p {_p(row['p_holm'])} (alpha {row['alpha']}), "
+            f"max drop {_max_drop(row['max_drop'])}, n {row['n_items']}: {row['verdict']}"
+            + (f"; {row['note']}" if row["note"] else ""))
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _delta(row: dict) -> str:
+    """Delta and interval with the same decimals: four significant digits of the largest of the three."""
+    if row["delta"] is None:
+        return "-"
+    values = (row["delta"], row["ci_low"], row["ci_high"])
+    scale = max(abs(v) for v in values)
+    decimals = min(6, max(0, 3 - math.floor(math.log10(scale)))) if scale > 0 else 4
+    delta, low, high = (f"{v:+.{decimals}f}" for v in values)
+    return f"{delta} [{low}, {high}]"
+
+
+def _p(value) -> str:
+    if value is None:
+        return "-"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _max_drop(value) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def _md_model(model: dict) -> str:
+    return f"`{_code(model['label'])}` ({_md(model['evaluation_id'])})"
+
+
+def _code(text: str) -> str:
+    return str(text).replace("`", "'").replace("\n", " ")
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def _md(text) -> str:
+    """Text safe inside a Markdown table cell: markup characters and entities escaped, control characters dropped,
+    line breaks flattened."""
+    text = _XML_ILLEGAL.sub("", str(text).replace("\r", " ").replace("\n", " ").replace("&", "&amp;"))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml(text) -> str:
+    """ElementTree escapes <, & and quotes; characters XML 1.0 cannot hold at all are dropped."""
+    return _XML_ILLEGAL.sub("", str(text))
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_atomic(path: str | Path, text: str) -> Path:
+    """Readers see the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
