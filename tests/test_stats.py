@@ -110,6 +110,12 @@ def test_paired_bootstrap_uses_a_batched_aggregate_when_given():
     assert fast == pytest.approx(slow)
 
 
+def test_paired_bootstrap_p_never_beats_an_exact_test_on_few_items():
+    # Three items, all better: every resample agrees, but three sign flips cannot give p below 2 / 2**3.
+    assert paired_bootstrap([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], np.mean, iters=500)["p_value"] == 0.25
+    assert paired_bootstrap([0.1], [0.9], np.mean, iters=500)["p_value"] == 1.0
+
+
 def test_paired_bootstrap_refuses_unpaired_input():
     with pytest.raises(ValueError):
         paired_bootstrap([1.0, 2.0], [1.0], np.mean)

@@ -121,8 +121,10 @@ def compare(baseline: dict, baseline_label: str, candidate: dict, candidate_labe
         if not shared:
             continue
         first_a, first_b = a[shared[0]], b[shared[0]]
-        names = [m for m in first_a if m in first_b and (metrics is None or m in metrics)]
         labels = label_slugs(first_a) or None
+        # a per-class metric whose label is not in the recorded label list cannot be aggregated: left out
+        names = [m for m in first_a if m in first_b and (metrics is None or m in metrics)
+                 and not (_looks_per_class(m) and m.partition("_")[2] not in (labels or ()))]
         for metric in names:
             pairs = [(a[k][metric], b[k][metric]) for k in shared
                      if a[k].get(metric) is not None and b[k].get(metric) is not None]

@@ -83,27 +83,20 @@ def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None 
 
 
 def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file) -> dict[str, tuple[dict, str]]:
-    """{side: (evaluation with samples, label)}; adapter dirs are scored together, the base loaded once."""
+    """{side: (evaluation with samples, label)}. Labels are resolved first (a typo fails before minutes of scoring);
+    adapter dirs are then scored together, the base loaded once."""
     from adapterbench.harness import store as store_mod
     from adapterbench.harness.evaluate import evaluate, parse_adapters
 
     adapters = {side: ref for side, ref in refs.items() if (Path(ref) / "adapter_config.json").is_file()}
+    if adapters and rules.suite is None:
+        raise UserError(f"{' and '.join(adapters.values())}: an adapter dir is scored before the gate, and that "
+                        "needs a suite: set 'suite:' in the rules file (--rules gate.yaml), or pass a label "
+                        "already in the store", path=rules_file, field="suite")
     out = {}
-    if adapters:
-        if rules.suite is None:
-            raise UserError(f"{' and '.join(adapters.values())}: an adapter dir is scored before the gate, and that "
-                            "needs a suite: set 'suite:' in the rules file (--rules gate.yaml), or pass a label "
-                            "already in the store", path=rules_file, field="suite")
-        labels = {}
-        for side, ref in adapters.items():
-            label = next(iter(parse_adapters([ref])))
-            labels[side] = f"{label}-{side}" if label in labels.values() else label
-        evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[s]: adapters[s] for s in adapters},
-                              store=store)
-        out = {side: (evaluation, labels[side]) for side in adapters}
     with closing(store_mod.connect(store)) as conn:
         for side, ref in refs.items():
-            if side in out:
+            if side in adapters:
                 continue
             try:
                 eval_id, label = store_mod.resolve_model_ref(conn, ref)
@@ -113,6 +106,14 @@ def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file) -> d
                 err.field = f"--{side}"
                 raise
             out[side] = (store_mod.load_evaluation(conn, eval_id, with_samples=True), label)
+    if adapters:
+        labels: dict[str, str] = {}
+        for side, ref in adapters.items():
+            label = next(iter(parse_adapters([ref])))
+            labels[side] = f"{label}-{side}" if label in labels.values() else label
+        evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[s]: adapters[s] for s in adapters},
+                              store=store)
+        out.update({side: (evaluation, labels[side]) for side in adapters})
     return out
 
 
@@ -131,6 +132,8 @@ def _targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rules_fi
     from adapterbench.harness.compare import primary_metric
 
     known = {**cand_metrics, **base_metrics}
+    if not known:
+        raise UserError("neither model has per-sample records in the store: nothing to compare item by item")
     if not rules.rules:
         return [{"task": task, "metric": primary_metric(names), "max_drop": rules.max_drop, "alpha": rules.alpha}
                 for task, names in base_metrics.items()]
@@ -298,9 +301,9 @@ def _num(value) -> str:
 
 def _delta(row: dict) -> str:
     """Delta and interval with the same decimals: four significant digits of the largest of the three."""
-    if row["delta"] is None:
-        return "-"
     values = (row["delta"], row["ci_low"], row["ci_high"])
+    if not all(v is not None and math.isfinite(v) for v in values):
+        return "-"
     scale = max(abs(v) for v in values)
     decimals = min(6, max(0, 3 - math.floor(math.log10(scale)))) if scale > 0 else 4
     delta, low, high = (f"{v:+.{decimals}f}" for v in values)

@@ -95,7 +95,9 @@ def paired_bootstrap(items_a: Sequence, items_b: Sequence, aggregate: Callable[[
     (1 + count) / (iters + 1) so a finite number of resamples never claims p = 0 (Davison & Hinkley 1997, ch. 4).
     We use this one, rather than the shifted-null p of Berg-Kirkpatrick et al. (2012), because it agrees with the
     interval by construction: p < 1 - confidence exactly when the interval excludes 0, so a reported delta, its
-    interval and its p-value never tell different stories.
+    interval and its p-value never tell different stories. The p-value is floored at 2 / 2**n, the smallest that an
+    exact paired test (sign flips of n items) can reach: with few items every resample can lean the same way, and
+    the bootstrap alone would then claim p = 2 / (iters + 1) from, say, three items.
 
     `aggregate` maps a list of items to a number. For speed it may carry `aggregate.batched(items)`, returning a
     function from an index array (resamples x items) to the aggregate of each resample at once (see
@@ -120,8 +122,9 @@ def paired_bootstrap(items_a: Sequence, items_b: Sequence, aggregate: Callable[[
     low, high = np.quantile(deltas, [tail, 1 - tail])
     below = (1 + np.count_nonzero(deltas <= 0)) / (iters + 1)
     above = (1 + np.count_nonzero(deltas >= 0)) / (iters + 1)
+    p_value = max(min(1.0, 2 * min(below, above)), 2.0 ** (1 - n))
     return {"delta": float(aggregate(items_b) - aggregate(items_a)), "ci_low": float(low), "ci_high": float(high),
-            "p_value": float(min(1.0, 2 * min(below, above)))}
+            "p_value": float(p_value)}
 
 
 def _resampler(aggregate: Callable[[Sequence], float], items: Sequence) -> Callable:
