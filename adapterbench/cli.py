@@ -113,11 +113,6 @@ def models_info(
                    else f"{key:<{width}}  {value}")
 
 
-def _not_yet(issue: int) -> None:
-    typer.echo(f"not implemented yet (tracked in issue #{issue})", err=True)
-    raise typer.Exit(1)
-
-
 STORE_HELP = "SQLite store (default: $ADAPTERBENCH_STORE or ./adapterbench.sqlite)."
 
 
@@ -198,28 +193,185 @@ def train(
     typer.echo(f"adapter: {out / 'adapter'}   best: {out / 'best'} (step {manifest['best']['step']})")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def report():
-    """Render HTML, LaTeX and Markdown comparison reports from the store."""
-    _not_yet(5)
+@app.command()
+def report(
+    eval_ids: List[str] = typer.Option([], "--eval", "-e", help="An evaluation: its id, a unique prefix of one, or "
+                                       "'latest' (repeatable: the models of every evaluation are compared)."),
+    latest: bool = typer.Option(False, "--latest", help="The newest evaluation (the same as --eval latest)."),
+    train_run: List[Path] = typer.Option([], "--train-run", "-t", help="A training run dir (metrics.jsonl, "
+                                         "manifest.json); repeatable: the runs' learning curves are overlaid."),
+    formats: str = typer.Option("html,latex,md", "--format", "-f", help="Comma-separated: html, latex, md."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.tex + report_table.tex, "
+                             "report.md (other files in it are left alone)."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    reference: Optional[str] = typer.Option(None, help="The model deltas are taken against: LABEL, EVAL_ID:LABEL, "
+                                            "or a name the report shows (a label found in several evaluations is "
+                                            "shown as ID_TAIL:LABEL). Default: the first evaluation's base."),
+    max_answers: int = typer.Option(10, help="Answers shown per list (first items, fixed, broken); Markdown and "
+                                    "LaTeX show fewer."),
+):
+    """Render a comparison report: models and their identity, every task x metric x model with 95 % intervals,
+    paired deltas against the base with significance marks, per-task detail (ROUGE P/R/F, classification report and
+    confusion matrix, unparseable rate, scores per group), answers side by side with the items each adapter fixed
+    and broke, learning curves of training runs overlaid, the leakage report of the data split, and the command and
+    environment to reproduce it.
+
+    \b
+    Files written into --out:
+      report.html       one self-contained page (no script, no network)
+      report.tex        standalone LaTeX (pdflatex, booktabs)
+      report_table.tex  the main table alone, to \\input in a paper
+      report.md         Markdown that fits a pull-request comment
+
+    \b
+    Examples:
+      adapterbench report --latest --out report/
+      adapterbench report --eval ev-20260101 --eval ev-20260102 --reference base --out report/
+      adapterbench report --train-run runs/r8 --train-run runs/r16 --format html --out curves/
+    """
+    from adapterbench.reports import make_report
+
+    paths = make_report(out, eval_refs=[*eval_ids, *(["latest"] if latest else [])], train_runs=train_run,
+                        formats=formats, store=store, reference=reference, max_answers=max_answers,
+                        command="adapterbench " + " ".join(sys.argv[1:]))
+    for path in paths:
+        typer.echo(str(path))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def gate():
-    """Regression gate: candidate vs baseline with paired significance tests; exit 1 on a regression."""
-    _not_yet(5)
+@app.command()
+def gate(
+    baseline: str = typer.Option(..., "--baseline", "-b", help="The model to hold the line: a REF (see above)."),
+    candidate: str = typer.Option(..., "--candidate", "-c", help="The model under test: a REF (see above)."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    rules: Optional[Path] = typer.Option(None, help="gate.yaml (see above). Default: every task of the baseline on "
+                                                    "its primary metric, max_drop 0, alpha 0.05."),
+    out: Optional[Path] = typer.Option(None, help="Write verdict.json, verdict.md and junit.xml into this folder."),
+    junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here (one test per rule; regressions fail)."),
+    markdown: Optional[Path] = typer.Option(None, help="Write the Markdown summary here (fits a PR comment)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON instead of a table."),
+):
+    """Regression gate: is the candidate worse than the baseline, beyond noise? Paired tests on the items both were
+    scored on (McNemar's exact test for accuracy-like metrics, paired bootstrap for BLEU, ROUGE, F1, perplexity),
+    Holm's correction across the rules; each rule is improved, unchanged or regressed, with its delta, interval and
+    p-value.
+
+    \b
+    REF is one of:
+      LABEL          the newest evaluation in the store with that model label
+      EVAL_ID:LABEL  that model of that evaluation (id prefix or 'latest')
+      ADAPTER_DIR    a PEFT adapter folder: scored first on the rules' suite
+                     (and saved to the store)
+
+    \b
+    gate.yaml (every key optional):
+      suite: suite.yaml  # needed when a REF is an adapter folder
+      base: default      # the base model such adapters are scored on
+      alpha: 0.05        # significance level, after Holm's correction
+      max_drop: 0        # default tolerated drop: metric units, or "5%"
+      rules:             # none: every baseline task, its primary metric
+        - {task: qa, metric: rougeL_f1, max_drop: 0.02}
+        - {task: notes_ppl, metric: word_perplexity, max_drop: "5%"}
+
+    \b
+    A rule regresses when the candidate is worse by more than max_drop
+    (a share of the baseline value when written "N%"; for perplexities and
+    unparseable_rate worse means higher) AND its Holm-adjusted p-value is
+    below alpha: a small noisy drop passes, a real one fails. It improves
+    when better with p below alpha. Primary metrics: acc (multiple choice),
+    f1_macro (classification), rougeL_f1 (generation), word_perplexity.
+
+    \b
+    Exit codes: 0 nothing regressed; 1 a rule regressed; 2 an error, or a
+    rule's task has no item scored by both sides (files still written).
+
+    \b
+    Example:
+      adapterbench gate --baseline qa --candidate runs/qa2/best \\
+        --rules gate.yaml --junit gate.xml --markdown gate.md
+    """
+    from adapterbench.harness import gate as gate_mod
+
+    verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules)
+    if out:
+        gate_mod.write_verdict_json(verdict, out / "verdict.json")
+        gate_mod.write_verdict_markdown(verdict, out / "verdict.md")
+        gate_mod.write_junit(verdict, out / "junit.xml")
+    if junit:
+        gate_mod.write_junit(verdict, junit)
+    if markdown:
+        gate_mod.write_verdict_markdown(verdict, markdown)
+    typer.echo(gate_mod.verdict_json(verdict) if as_json else gate_mod.format_verdict(verdict))
+    raise typer.Exit(verdict["exit_code"])
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def chat():
-    """Chat with the base or an adapter (chat template, streamed tokens, /reset, /adapter NAME)."""
-    _not_yet(5)
+BASE_HELP = "Base model: 'default', an HF model dir or a .gguf file."
+ADAPTER_HELP = "A PEFT adapter dir, or LABEL=PATH (repeatable). The base is labelled 'base'."
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def generate():
-    """Answer a prompts file with the base and adapters, side by side, into the store."""
-    _not_yet(5)
+@app.command()
+def chat(
+    base: str = typer.Option("default", help=BASE_HELP),
+    adapter: List[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+    use: Optional[str] = typer.Option(None, help="Start with this label (default: the first adapter, else 'base')."),
+    system: Optional[str] = typer.Option(None, help="System prompt."),
+    max_new_tokens: int = typer.Option(256, help="Longest answer, in tokens."),
+    temperature: float = typer.Option(0.0, help="0 = greedy (as evaluations decode); above 0 samples."),
+    dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
+    quant: str = typer.Option("none", help="none | nf4."),
+):
+    """Chat with the base or an adapter in the terminal: the model's chat template, tokens streamed as they come.
+    In the chat: /adapter NAME switches model ('base' = none), /adapters lists them, /reset forgets the conversation,
+    /system TEXT sets the system prompt, /quit or Ctrl-D ends.
+
+    Example: adapterbench chat --adapter qa=runs/qa/best --adapter r8=runs/r8/best
+    """
+    from adapterbench.chat import run_chat
+    from adapterbench.harness.evaluate import parse_adapters
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    run_chat(base, parse_adapters(adapter), start_with=use, system_prompt=system, max_new_tokens=max_new_tokens,
+             temperature=temperature, dtype=dtype, quant=quant, write=write)
+
+
+@app.command()
+def generate(
+    prompts: Path = typer.Option(..., "--prompts", "-p",
+                                 help=".txt (one prompt per line), or .jsonl/.csv with 'prompt' (or 'instruction' "
+                                      "[+ 'input']) and optional 'reference' (or 'output') and 'id' columns."),
+    base: str = typer.Option("default", help=BASE_HELP),
+    adapter: List[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+    system: Optional[str] = typer.Option(None, help="System prompt."),
+    max_new_tokens: int = typer.Option(128, help="Longest answer, in tokens."),
+    no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Send prompts as plain text."),
+    dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
+    quant: str = typer.Option("none", help="none | nf4."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, prompt, reference and each answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
+):
+    """Answer every prompt with the base and each adapter (greedy, as evaluations decode) and keep the answers side
+    by side in the store, where `adapterbench report --eval ID` shows them.
+
+    Example: adapterbench generate --prompts prompts.txt --adapter qa=runs/qa/best --adapter r8=runs/r8/best
+    """
+    from adapterbench.harness import store as store_mod
+    from adapterbench.harness.generate import format_answers, generate as run_generate
+
+    evaluation = run_generate(prompts, base=base, adapters=adapter, max_new_tokens=max_new_tokens,
+                              system_prompt=system, chat_template=not no_chat_template, dtype=dtype, quant=quant,
+                              store=store, command="adapterbench " + " ".join(sys.argv[1:]))
+    if predictions_csv:
+        store_mod.write_predictions_csv(evaluation, predictions_csv)
+    if as_json:
+        answers = [{k: s[k] for k in ("label", "doc_id", "prompt", "reference", "prediction")}
+                   for s in evaluation["samples"]]
+        typer.echo(json.dumps({"eval_id": evaluation["id"], "answers": answers}, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(format_answers(evaluation))
+        typer.echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
 
 
 @tasks_app.command("build")

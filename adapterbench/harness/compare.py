@@ -19,8 +19,9 @@ PRIMARY_ORDER = ("f1_macro", "acc", "rougeL_f1", "bleu", "word_perplexity")
 
 
 def higher_is_better(metric: str) -> bool:
-    """False for perplexities, bits per byte and the unparseable rate; True for every other metric we compute."""
-    return metric not in LOWER_IS_BETTER
+    """False for perplexities, bits per byte, the unparseable rate and losses (training-step evaluations score a
+    validation loss); True for every other metric we compute."""
+    return metric not in LOWER_IS_BETTER and not metric.endswith("loss")
 
 
 def primary_metric(metric_names: Iterable[str]) -> str:

@@ -144,21 +144,16 @@ def _scores_by_key(scored: list[dict]) -> dict[str, dict[tuple[str, str], dict]]
             for m in scored}
 
 
-def _higher_is_better(metric: str) -> bool:
-    from adapterbench.harness.compare import higher_is_better
-
-    # Training-step evaluations also score a validation loss (task "val", metric "loss").
-    return not metric.endswith("loss") and higher_is_better(metric)
-
-
 def _main_table(scored: list[dict], ref: dict | None, comparisons: dict) -> list[dict]:
     """One row per (task, metric) in first-seen order: each model's value with its interval, the best marked, and
     each candidate's paired delta against the reference (None where no interval exists)."""
+    from adapterbench.harness.compare import higher_is_better
+
     by_key = _scores_by_key(scored)
     order = list(dict.fromkeys(k for scores in by_key.values() for k in scores))
     rows = []
     for task, metric in order:
-        hib = _higher_is_better(metric)
+        hib = higher_is_better(metric)
         values = {}
         for key, scores in by_key.items():
             s = scores.get((task, metric))
