@@ -33,9 +33,12 @@ def config(tiny_model_dir, tmp_path, name="run", **overrides) -> TrainConfig:
     return TrainConfig.model_validate(raw)
 
 
+def metrics_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def train_losses(run_dir: Path) -> list[float]:
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [line["train_loss"] for line in lines if line["kind"] == "train"]
+    return [line["train_loss"] for line in metrics_lines(run_dir) if line["kind"] == "train"]
 
 
 def adapter_tensors(path: Path) -> dict:
@@ -214,3 +217,52 @@ def test_train_cli_accepts_overrides_and_reports(tiny_model_dir, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main(["train", str(path), "lora.rank=2"])
     assert exit_.value.code == 2
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_on_the_same_global_batch(tiny_model_dir, tmp_path):
+    """`accelerate launch` with 2 CPU processes (DDP over gloo): the main process alone writes one line per step
+    and one curve point per evaluation, and each step's loss and the adapter match a 1-process run of the same
+    batches (each process forwards half of every batch, in several micro-batches; only the float order differs)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    from adapterbench.harness import store
+
+    common = {"max_steps": 3, "grad_accum": 2, "micro_batch_tokens": 100, "eval.every": 2}
+    train(config(tiny_model_dir, tmp_path, "one", **common), store=tmp_path / "one.sqlite", show_progress=False)
+    two = config(tiny_model_dir, tmp_path, "two", **common)
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(two.model_dump(mode="json")))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    # `--cpu --num_processes 2` would start one process (accelerate's multi-CPU launch is mpirun's); --multi_gpu
+    # starts them through torchrun, and train() takes DDP over gloo where there is no GPU
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(port), "-m", "adapterbench", "train", str(tmp_path / "two.yaml"),
+              "--store", str(tmp_path / "two.sqlite")]
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    run = tmp_path / "two"
+    assert [(line["kind"], line["step"]) for line in metrics_lines(run)] == [
+        ("eval", 0), ("train", 1), ("train", 2), ("eval", 2), ("train", 3), ("eval", 3)]
+    assert json.loads((run / "manifest.json").read_text())["stats"]["processes"] == 2
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "best", "checkpoints", "manifest.json",
+                                                     "metrics.jsonl"]
+    with store.connect(tmp_path / "two.sqlite") as conn:
+        assert len(store.list_evaluations(conn, kind="train_step")) == 3
+    assert train_losses(run) == pytest.approx(train_losses(tmp_path / "one"), rel=1e-6)
+    grad_norms = [[line["grad_norm"] for line in metrics_lines(path) if line["kind"] == "train"]
+                  for path in (tmp_path / "one", run)]
+    assert grad_norms[1] == pytest.approx(grad_norms[0], rel=1e-5)  # the processes' parts add up to the step's
+    # Adam divides by the root of the squared gradient, so a tiny gradient's float noise moves its weight by up to
+    # lr: compare whole tensors, not elements
+    one, two_ = adapter_tensors(tmp_path / "one" / "adapter"), adapter_tensors(run / "adapter")
+    assert all((one[k] - two_[k]).norm() <= 1e-4 * one[k].norm() for k in one)

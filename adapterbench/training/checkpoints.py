@@ -15,14 +15,15 @@ from adapterbench.atomic import atomic_dir
 STATE_FILE = "trainer_state.pt"
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
-    """checkpoints/step-000050/: the adapter (a PEFT dir) and trainer_state.pt (optimizer, scheduler, RNG, the
-    loop's own state)."""
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
+                    rng_states: list[dict] | None = None) -> Path:
+    """checkpoints/step-000050/: the adapter (a PEFT dir) and trainer_state.pt (optimizer, scheduler, the loop's
+    own state, and the RNG of each process: this one's, or `rng_states` gathered from all of them)."""
     final = run_dir / "checkpoints" / f"step-{step:06d}"
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(), "state": state}, tmp / STATE_FILE)
+                    "rng": rng_states or [rng_state()], "state": state}, tmp / STATE_FILE)
     return final
 
 
@@ -43,8 +44,9 @@ def prune_checkpoints(run_dir: Path, keep: int, best_step: int | None) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore adapter weights, optimizer, scheduler and RNG; return the loop's saved state."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, process_index: int = 0) -> dict:
+    """Restore adapter weights, optimizer, scheduler and this process's RNG (the main process's when the run had
+    fewer processes); return the loop's saved state."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -52,7 +54,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    set_rng_state(saved["rng"])
+    rng_states = saved["rng"]
+    set_rng_state(rng_states[process_index] if process_index < len(rng_states) else rng_states[0])
     return saved["state"]
 
 

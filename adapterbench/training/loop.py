@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import random
 import resource
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,7 @@ class CompletionLoss(torch.nn.Module):
 def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None = None,
           show_progress: bool = True) -> dict:
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, gather_object
     from peft import LoraConfig, get_peft_model
 
     from adapterbench.adapters.models import load_model, stay_offline
@@ -61,9 +64,17 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     if resume and not list_checkpoints(run_dir):
         raise UserError("--resume: no checkpoint to resume from", path=run_dir / "checkpoints")
 
+    # --- processes: one, or one per device under `accelerate launch` / torchrun (data-parallel, DDP). Only the main
+    # process writes (run dir, store) and evaluates; the others wait for it, for longer than NCCL's 10 min default ---
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])
+    is_main = accelerator.is_main_process
+
     # --- model and adapter (seeded before LoRA init, so the same config gives the same run) ---
     seed_everything(config.seed)
-    model, tokenizer = load_model(config.base_model, dtype=config.dtype, quant=config.quant)
+    # each process loads onto its own device (a 4-bit model cannot be moved after loading)
+    model, tokenizer = load_model(config.base_model, dtype=config.dtype, quant=config.quant,
+                                  device=str(accelerator.device))
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers,
                       task_type="CAUSAL_LM")
@@ -87,35 +98,37 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
     total_steps = config.max_steps or math.ceil(config.epochs * batches_per_epoch / config.grad_accum)
 
-    # --- optimizer, schedule, accelerator (bf16 autocast where the hardware computes it natively) ---
+    # --- optimizer, schedule, DDP (bf16 autocast where the hardware computes it natively) ---
     # autocast by hand, not Accelerator(mixed_precision=...): its state is per process, and the Python API may
     # train several runs with different dtypes in one process
     use_bf16 = autocast_bf16(config)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config, total_steps))
     loss_fn, optimizer = accelerator.prepare(CompletionLoss(model), optimizer)
-    evaluate = make_evaluator(config, model, tokenizer, loss_fn, val_examples, run_dir, store, use_bf16)
+    plain_loss_fn = accelerator.unwrap_model(loss_fn)  # to evaluate on one process: a DDP forward waits for all
+    evaluate = on_main(accelerator, lambda: make_evaluator(config, model, tokenizer, plain_loss_fn, val_examples,
+                                                           run_dir, store, use_bf16), share=False)
 
-    # --- state: fresh, or from the last checkpoint ---
+    # --- state: fresh, or from the last checkpoint (best and patience are tracked by the main process) ---
     state = {"step": 0, "tokens_seen": 0, "best": None, "best_step": None, "evals_without_gain": 0}
     metrics_file = run_dir / "metrics.jsonl"
     if resume:
         checkpoint = list_checkpoints(run_dir)[-1]
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
-        keep_metrics_until(metrics_file, state["step"])
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, accelerator.process_index)
+        if is_main:
+            keep_metrics_until(metrics_file, state["step"])
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_file.write_text("")
-        if config.eval:
-            baseline = evaluate(state)  # step 0, before any update
-            log(metrics_file, baseline)
-            update_best(config, state, baseline, model, run_dir)
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            metrics_file.write_text("")
+        if config.eval:  # step 0, before any update
+            on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file, model, run_dir))
 
     # --- the loop ---
     pad_id = tokenizer.pad_token_id
-    progress = tqdm(total=total_steps, initial=state["step"], desc="training", disable=not show_progress)
+    progress = tqdm(total=total_steps, initial=state["step"], desc="training",
+                    disable=not (show_progress and is_main))
     window_tokens, window_start = 0, time.time()
     train_seconds = 0.0
     stopped_early = False
@@ -123,26 +136,39 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     while state["step"] < total_steps:
         step_start = time.time()
         loss_fn.train()
-        loss_sum, supervised_sum = 0.0, 0
-        micro_batches = []
+        step_batches = []
         for micro in range(config.grad_accum):
             position = state["step"] * config.grad_accum + micro  # where in the data stream: resumable
             epoch, index = divmod(position, batches_per_epoch)
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: epoch_batches(train_examples, config.batch_size, config.seed, epoch)}
-            batch = [train_examples[i] for i in epoch_cache[epoch][index]]
-            micro_batches += [collate(part, pad_id) for part in split_by_tokens(batch, config.micro_batch_tokens)]
-        total_supervised = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
-        for batch in micro_batches:
-            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                summed, supervised = loss_fn(**batch)
-            accelerator.backward(summed / total_supervised)  # the step's loss is the mean over its tokens
-            loss_sum += float(summed.detach())
-            supervised_sum += int(supervised)
-            state["tokens_seen"] += int(batch["attention_mask"].sum())
-            window_tokens += int(batch["attention_mask"].sum())
-        train_loss = loss_sum / max(supervised_sum, 1)
-        if not math.isfinite(train_loss):
+            step_batches.append([train_examples[i] for i in epoch_cache[epoch][index]])
+        step_examples = [example for batch in step_batches for example in batch]
+        total_supervised = sum(label != IGNORE for example in step_examples for label in example["labels"][1:])
+        step_tokens = sum(len(example["input_ids"]) for example in step_examples)
+        # The step's batch is the same whatever the number of processes: each forwards every num_processes-th
+        # example of it. DDP averages the processes' gradients, so each scales its part of the step's mean loss
+        # (over all its supervised tokens) by num_processes; one with no example still joins, adding zero.
+        shares = [batch[accelerator.process_index::accelerator.num_processes] for batch in step_batches]
+        micro_batches = [collate(part, pad_id) for share in shares if share
+                         for part in split_by_tokens(share, config.micro_batch_tokens)]
+        weight = accelerator.num_processes
+        if not micro_batches:
+            micro_batches, weight = [collate(step_examples[:1], pad_id)], 0
+        loss_sum = 0.0
+        for i, batch in enumerate(micro_batches):
+            # gradients are summed across processes at the step's last backward only
+            with accelerator.no_sync(loss_fn) if i < len(micro_batches) - 1 else contextlib.nullcontext():
+                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    summed, _ = loss_fn(**batch)
+                accelerator.backward(summed / total_supervised * weight)
+            loss_sum += float(summed.detach()) if weight else 0.0
+        loss_sum = float(accelerator.reduce(torch.tensor(loss_sum, dtype=torch.float64, device=accelerator.device),
+                                            "sum"))
+        state["tokens_seen"] += step_tokens
+        window_tokens += step_tokens
+        train_loss = loss_sum / max(total_supervised, 1)
+        if not math.isfinite(train_loss):  # the same on every process: all of them stop here
             last = list_checkpoints(run_dir)
             raise UserError(f"the training loss became {train_loss} at step {state['step'] + 1}; stopped without "
                             f"saving. Last good checkpoint: {last[-1] if last else 'none'} (try a lower lr)")
@@ -154,31 +180,63 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         train_seconds += time.time() - step_start
 
         tokens_per_second = window_tokens / max(time.time() - window_start, 1e-9)
-        log(metrics_file, {"kind": "train", "step": state["step"], "tokens_seen": state["tokens_seen"],
-                           "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm})
+        if is_main:
+            log(metrics_file, {"kind": "train", "step": state["step"], "tokens_seen": state["tokens_seen"],
+                               "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm})
         progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_second:.0f}")
         progress.update(1)
 
         last_step = state["step"] == total_steps
         if config.eval and (state["step"] % config.eval.every == 0 or last_step):
-            metrics = evaluate(state)
-            log(metrics_file, metrics)
-            stopped_early = update_best(config, state, metrics, model, run_dir)
+            stopped_early = on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file,
+                                                                            model, run_dir))
             window_tokens, window_start = 0, time.time()  # tokens/s of training, not of evaluation
         checkpoint_every = config.checkpoint.every or (config.eval.every if config.eval else None)
         if checkpoint_every and (state["step"] % checkpoint_every == 0 or last_step or stopped_early):
-            save_checkpoint(run_dir, state["step"], model, optimizer, scheduler, state)
-            prune_checkpoints(run_dir, config.checkpoint.keep, state["best_step"])
+            rng_states = gather_object([rng_state()])  # every process's (LoRA dropout): an exact resume
+            if is_main:
+                save_checkpoint(run_dir, state["step"], model, optimizer, scheduler, state, rng_states)
+                prune_checkpoints(run_dir, config.checkpoint.keep, state["best_step"])
         if stopped_early:
             break
     progress.close()
 
     # --- the run dir: final and best adapters (PEFT dirs), manifest ---
-    save_adapter(model, run_dir / "adapter")
-    if state["best_step"] is None:
-        copy_adapter(run_dir / "adapter", run_dir / "best")
-    manifest = write_manifest(config, run_dir, state, started, train_seconds, stopped_early, total_steps)
-    return manifest
+    def finish() -> dict:
+        save_adapter(model, run_dir / "adapter")
+        if state["best_step"] is None:
+            copy_adapter(run_dir / "adapter", run_dir / "best")
+        return write_manifest(config, run_dir, state, started, train_seconds, stopped_early, total_steps,
+                              accelerator.num_processes)
+
+    return on_main(accelerator, finish)
+
+
+def on_main(accelerator, fn, share: bool = True):
+    """fn() on the main process alone (it alone writes the run dir and the store and evaluates) while the others
+    wait. Its UserError is raised on every process, so they stop together; its result goes to all of them (share,
+    and then it must pickle), or to the main process only."""
+    if accelerator.num_processes == 1:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = fn()
+        except UserError as caught:
+            error = caught
+    shared, error = broadcast_object_list([result if share else None, error])
+    if error is not None:
+        raise error
+    return shared if share else result
+
+
+def evaluate_and_track(config: TrainConfig, state: dict, evaluate, metrics_file: Path, model, run_dir: Path) -> bool:
+    """One evaluation, logged, and the best adapter kept; True when early stopping's patience has run out."""
+    metrics = evaluate(state)
+    log(metrics_file, metrics)
+    return update_best(config, state, metrics, model, run_dir)
 
 
 def split_by_tokens(batch: list[dict], budget: int) -> list[list[dict]]:
@@ -346,7 +404,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: float, train_seconds: float,
-                   stopped_early: bool, total_steps: int) -> dict:
+                   stopped_early: bool, total_steps: int, processes: int = 1) -> dict:
     from adapterbench.adapters.models import resolve_model
     from adapterbench.harness.evaluate import base_sha, environment
 
@@ -366,7 +424,7 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
                   "steps": state["step"], "planned_steps": total_steps, "tokens_seen": state["tokens_seen"],
                   "tokens_per_second": round(state["tokens_seen"] / max(train_seconds, 1e-9), 1),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  "stopped_early": stopped_early},
+                  "stopped_early": stopped_early, "processes": processes},
         "best": {"step": state["best_step"], "value": state["best"],
                  "metric": config.early_stopping.metric if config.early_stopping else "val_loss"},
         "final_metrics": {**({"train_loss": trains[-1]["train_loss"]} if trains else {}),
