@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -182,6 +183,8 @@ def train(
     from adapterbench.training import train as run_training
 
     manifest = run_training(load_train(config, overrides or []), resume=resume, store=store)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under `accelerate launch` / `torchrun`, the main process speaks for the run
     stats = manifest["stats"]
     typer.echo(f"trained {stats['steps']} steps, {stats['tokens_seen']:,} tokens in {stats['train_seconds']:.0f} s "
                f"({stats['tokens_per_second']:.0f} tokens/s), peak memory {stats['peak_rss_mb']:.0f} MB"
@@ -448,12 +451,14 @@ def runs_show(
 def demo(
     out: Path = typer.Option(Path("adapterbench-demo"), help="Folder for the demo's data, runs and store."),
     steps: int = typer.Option(60, help="Training steps (evaluated at 0, steps/2 and steps)."),
+    limit: Optional[int] = typer.Option(None, help="Score only the first N items of each task (a quick look)."),
 ):
-    """The flow on the bundled sample domain and the default model: split with a leakage report, a short QLoRA run
-    evaluated as it goes, then base vs adapter. (The report and the gate join when they exist: issues #5, #6.)"""
+    """The whole flow on the bundled sample domain and the default model: split with a leakage report, a short
+    QLoRA run evaluated as it goes (step 0 = the baseline), base vs adapter, the report (HTML, LaTeX, Markdown) and
+    the gate of the adapter against the base. About 3 minutes on 2 CPU cores."""
     from adapterbench.demo import run_demo
 
-    run_demo(out, steps=steps, echo=typer.echo)
+    run_demo(out, steps=steps, limit=limit, echo=typer.echo)
 
 
 def main(argv: Optional[list] = None) -> None:

@@ -109,11 +109,39 @@ def test_runs_show_unknown_id_is_a_user_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_suite_scores_the_default_model(tmp_path, capsys):
-    """The demo's suite.yaml on the embedded SmolLM2-135M-Instruct, a few items per task."""
-    code, out, _ = run(capsys, "eval", str(SAMPLE / "suite.yaml"), "--limit", "3", "--store",
-                       str(tmp_path / "s.sqlite"), "--json")
+def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
+    """`adapterbench demo` at a tiny size: 2 training steps, 3 items per task, on SmolLM2-135M-Instruct."""
+    from adapterbench.harness import store
+
+    out = tmp_path / "demo"
+    code, printed, _ = run(capsys, "demo", "--out", str(out), "--steps", "2", "--limit", "3")
     assert code == 0
-    results = json.loads(out)["results"]["base"]
-    assert set(results) == {"notes_mc", "notes_ppl", "qa", "topics"}
-    assert 1 < results["notes_ppl"]["word_perplexity"] < 1000  # a real model, not noise
+    assert all(f"{n}/5" in printed for n in range(1, 6)) and "gate " in printed
+    assert {p.name for p in (out / "report").iterdir()} == {"report.html", "report.tex", "report_table.tex",
+                                                            "report.md"}
+    assert {p.name for p in (out / "gate").iterdir()} == {"verdict.json", "verdict.md", "junit.xml"}
+    verdict = json.loads((out / "gate" / "verdict.json").read_text())
+    assert {row["task"] for row in verdict["rows"]} == {"notes_mc", "notes_ppl", "qa", "topics"}
+    with store.connect(out / "demo.sqlite") as conn:
+        evaluation = store.load_evaluation(conn, "latest")
+    assert [m["label"] for m in evaluation["models"]] == ["base", "qa"]
+    base_ppl = next(s["value"] for s in evaluation["scores"]
+                    if s["label"] == "base" and s["metric"] == "word_perplexity")
+    assert 1 < base_ppl < 1000  # a real model, not noise
+    assert (out / "runs" / "qa" / "best" / "adapter_config.json").exists()
+
+
+def test_classification_instructions_use_the_prompt_lm_eval_scores(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    from adapterbench.config import load_suite
+    from adapterbench.tasks.compile import build_suite, classification_instructions
+
+    suite = load_suite(SAMPLE / "suite.yaml")
+    topics = next(t for t in suite.tasks if t.name == "topics")
+    build_suite(suite, tmp_path / "tasks")
+    task = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False).load(["topics"])["tasks"]["topics"]
+    docs = list(task.test_docs())
+    records = classification_instructions(topics, topics.data)
+    assert [r["instruction"] for r in records] == [task.doc_to_text(doc) for doc in docs]
+    assert [r["output"] for r in records] == [doc["verbalizers"][doc["label"]] for doc in docs]

@@ -87,6 +87,20 @@ def _metric_list(task: TaskConfig) -> list[dict]:
             *per_class]
 
 
+CLASSIFICATION_PROMPT = ("{% if context %}Context: {{context}}\n{% endif %}Text: {{text}}\n"
+                         "Label ({{ verbalizers | join(', ') }}):")
+
+
+def classification_instructions(task: TaskConfig, path: str | Path) -> list[dict]:
+    """A classification file as instruction records whose prompt is the one this task is scored with and whose
+    output is the label's verbalizer: labeled examples to train on beside other instruction data."""
+    import jinja2
+
+    template = jinja2.Template(CLASSIFICATION_PROMPT)
+    return [{"id": doc["id"], "instruction": template.render(**doc), "input": "",
+             "output": doc["verbalizers"][doc["label"]]} for doc in _docs(task, Path(path))]
+
+
 def _prompt_fields(task: TaskConfig) -> dict:
     """doc_to_text / doc_to_target / doc_to_choice and the output type, as lm-eval Jinja templates."""
     letters = "{% for c in choices %}" + f"{{{{ '{LETTERS}'[loop.index0] }}}}" + ". {{ c }}\n{% endfor %}"
@@ -101,7 +115,7 @@ def _prompt_fields(task: TaskConfig) -> dict:
         return {"output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "text"}
     if task.type == "generation":
         return {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{reference}}"}
-    text = "{% if context %}Context: {{context}}\n{% endif %}Text: {{text}}\nLabel ({{ verbalizers | join(', ') }}):"
+    text = CLASSIFICATION_PROMPT
     if task.method == "loglikelihood":
         return {"output_type": "multiple_choice", "doc_to_text": text, "doc_to_choice": "{{verbalizers}}",
                 "doc_to_target": "label"}
