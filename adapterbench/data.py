@@ -124,6 +124,17 @@ def _jsonl_rows(text: str, path: Path):
         yield line_no, row
 
 
+def jsonl_objects(path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line of a JSONL file; a malformed line raises its UserError."""
+    path = Path(path)
+    rows = []
+    for line_no, row in _jsonl_rows(_decode(path), path):
+        if isinstance(row, UserError):
+            raise row
+        rows.append((line_no, row))
+    return rows
+
+
 def _choice_keys(row) -> list[str]:
     for name in (lambda i: f"choice{i}", lambda i: chr(65 + i)):
         keys = []

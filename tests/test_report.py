@@ -418,7 +418,7 @@ def test_a_bad_train_run_writes_nothing(tmp_path):
         make_report(tmp_path / "out", train_runs=[tmp_path])
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\nnot json\n')
-    with pytest.raises(UserError, match=r"not valid JSON") as err:
+    with pytest.raises(UserError, match=r"malformed JSON") as err:
         make_report(tmp_path / "out", train_runs=[tmp_path / "run"])
     assert err.value.line == 2
     assert not (tmp_path / "out").exists()

@@ -7,10 +7,10 @@ import csv
 import datetime
 import hashlib
 import io
-import json
 import sys
 from pathlib import Path
 
+from adapterbench import data
 from adapterbench.errors import UserError
 
 PROMPT_COLUMNS = ("prompt", "instruction")
@@ -27,17 +27,7 @@ def read_prompts(path: str | Path) -> list[dict]:
     if path.suffix.lower() in (".txt", ".md"):
         rows = [(n, {"prompt": line.strip()}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif path.suffix.lower() == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"not valid JSON ({exc.msg})", path=path, line=n) from None
-            if not isinstance(row, dict):
-                raise UserError("expected a JSON object per line", path=path, line=n)
-            rows.append((n, row))
+        rows = data.jsonl_objects(path)
     elif path.suffix.lower() == ".csv":
         rows = [(n, row) for n, row in enumerate(csv.DictReader(io.StringIO(text)), 2)]
     else:

@@ -373,15 +373,11 @@ def _read_run(path) -> dict:
     metrics_path = path / "metrics.jsonl"
     if not metrics_path.is_file():
         raise UserError("not a training run dir (no metrics.jsonl)", path=path, field="--train-run")
+    from adapterbench.data import jsonl_objects
+
     train, evals = [], []
-    for n, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"not valid JSON ({err.msg})", path=metrics_path, line=n) from None
-        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+    for n, row in jsonl_objects(metrics_path):
+        if not isinstance(row.get("step"), (int, float)):
             raise UserError("expected a JSON object with a numeric 'step'", path=metrics_path, line=n)
         (evals if row.get("kind") == "eval" else train).append(row)
     manifest = None
