@@ -1,6 +1,6 @@
-"""Write the factual-QA data of this example: a fictional museum's catalogue (facts no base model can know) and
-question-answer pairs about it, split so that every test question asks a fact seen in training in other words.
-Deterministic: the same files on every run. Usage: python make_data.py [--out data]"""
+"""Write the factual-QA data of this example: the catalogue of a fictional museum, the Halvard Maritime Museum (facts
+no base model can know), and question-answer pairs about it, split so that every test question asks a fact seen in
+training in other words. Deterministic: the same files on every run. Usage: python make_data.py [--out data]"""
 
 import argparse
 import json
