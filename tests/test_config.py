@@ -50,7 +50,7 @@ def test_minimal_train_config_loads_with_qlora_defaults(tmp_path):
 
 
 def test_overrides_set_nested_keys_with_yaml_values(tmp_path):
-    config = load_train(write(tmp_path, "train.yaml", TRAIN), ["lora.r=8", "lr=1e-4", "lora.layers=[0, 1]"])
+    config = load_train(write(tmp_path, "train.yaml", TRAIN), ["lora.r=8", "lr=1e-4", "lora.layers=[0, 1]", "lora.target_modules=[q_proj]"])
     assert (config.lora.r, config.lr, config.lora.layers) == (8, 1e-4, [0, 1])
 
 
@@ -106,3 +106,11 @@ def test_labels_that_give_the_same_metric_name_are_refused(tmp_path):
                                          "labels: [négatif, negatif, positive]}\n")
     with pytest.raises(UserError, match="give the same metric name"):
         load_suite(path)
+
+
+def test_lora_layers_with_all_linear_is_refused_before_training():
+    from adapterbench.config import LoraConfig
+
+    with pytest.raises(ValueError, match="target_modules as a list"):
+        LoraConfig(layers=[1])
+    assert LoraConfig(layers=[1], target_modules=["q_proj"]).layers == [1]
