@@ -1,13 +1,30 @@
-"""Folders written whole or not at all: built beside their final place, renamed into it on success, removed on any
-error or interruption, so a killed process never leaves a half-written cache, task dir, checkpoint or adapter."""
+"""Files and folders written whole or not at all: built beside their final place, renamed into it on success,
+removed on any error or interruption, so a killed process never leaves half a report, cache, checkpoint or adapter."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def atomic_file(target: str | Path, newline: str | None = None):
+    """Yield a UTF-8 text file open beside `target`; when the block ends without error it replaces `target`, so
+    readers see the old file or the whole new one, never half of it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

@@ -14,8 +14,6 @@ def training_mix(out: Path) -> dict:
     """The study sheet's training answers plus the labeled topic sentences as instructions (prompted as the topics
     task is scored): an adapter trained on the answers alone learns to say "training" to every topic sentence (the
     word fills its answers), and classification drops below the base."""
-    import json
-
     from adapterbench import data
     from adapterbench.config import load_suite
     from adapterbench.tasks.compile import classification_instructions
@@ -24,7 +22,7 @@ def training_mix(out: Path) -> dict:
     topics_task = next(t for t in load_suite(out / "suite.yaml").tasks if t.name == "topics")
     topics = classification_instructions(topics_task, out / "data" / "topics_train.jsonl")
     path = out / "data" / "demo_train.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in qa + topics), encoding="utf-8")
+    data.write_jsonl(path, qa + topics)
     return {"path": path, "qa": len(qa), "topics": len(topics)}
 
 

@@ -310,3 +310,18 @@ def test_format_evaluation_list_has_a_row_per_evaluation(conn):
     lines = text.splitlines()
     assert lines[0].split() == ["id", "date", "suite", "base", "models", "tasks"]
     assert len(lines) == 4 and all(i in text for i in ids) and "base, qa" in text
+
+
+def test_atomic_file_keeps_the_old_file_when_writing_fails(tmp_path):
+    from adapterbench.atomic import atomic_file
+
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as f:
+            f.write("half of the new")
+            raise RuntimeError("killed midway")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    with atomic_file(target) as f:
+        f.write("new")
+    assert target.read_text() == "new"

@@ -6,10 +6,8 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 import sys
-import uuid
 from contextlib import closing
 from pathlib import Path
 from typing import Callable
@@ -357,14 +355,8 @@ def _finite(value):
 
 
 def _write_atomic(path: str | Path, text: str) -> Path:
-    """Readers see the old file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    from adapterbench.atomic import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(text)
+    return Path(path)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from adapterbench.atomic import atomic_file
 from adapterbench.errors import UserError
 
 SCHEMA_VERSION = 2
@@ -266,20 +267,13 @@ def write_predictions_csv(evaluation: dict, path: str | Path) -> Path:
     items: dict[tuple[str, str], dict[str, dict]] = {}
     for s in evaluation["samples"]:
         items.setdefault((s["task"], str(s["doc_id"])), {})[s["label"]] = s
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["task", "id", "input", "reference", *labels])
-            for (task, doc_id), by_label in items.items():
-                first = next(by_label[label] for label in labels if label in by_label)
-                writer.writerow([task, doc_id, _text(first.get("prompt")), _text(first.get("reference")),
-                                 *(_text(by_label.get(label, {}).get("prediction")) for label in labels)])
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "id", "input", "reference", *labels])
+        for (task, doc_id), by_label in items.items():
+            first = next(by_label[label] for label in labels if label in by_label)
+            writer.writerow([task, doc_id, _text(first.get("prompt")), _text(first.get("reference")),
+                             *(_text(by_label.get(label, {}).get("prediction")) for label in labels)])
     return path
 
 

@@ -5,10 +5,8 @@ markup escape; `write_report` renders every format first, then writes each file 
 from __future__ import annotations
 
 import math
-import os
 import re
 import unicodedata
-import uuid
 from pathlib import Path
 
 from adapterbench.errors import UserError
@@ -275,16 +273,9 @@ def write_report(context: dict, out: str | Path, formats=("html", "latex", "md")
     if out.exists() and not out.is_dir():
         raise UserError("exists and is not a folder (expected a folder for the report)", path=out, field="--out")
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    from adapterbench.atomic import atomic_file
+
     for name, text in files.items():
-        path = out / name
-        tmp = out / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        written.append(path)
-    return written
+        with atomic_file(out / name, newline="\n") as f:
+            f.write(text)
+    return [out / name for name in files]

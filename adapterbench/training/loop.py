@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import resource
 import subprocess
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from adapterbench import data
-from adapterbench.atomic import atomic_dir
+from adapterbench.atomic import atomic_dir, atomic_file
 from adapterbench.config import TrainConfig
 from adapterbench.errors import UserError
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
@@ -430,9 +429,8 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
         "final_metrics": {**({"train_loss": trains[-1]["train_loss"]} if trains else {}),
                           **({k: v for k, v in evals[-1].items() if k != "kind"} if evals else {})},
     }
-    tmp = run_dir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, run_dir / "manifest.json")
+    with atomic_file(run_dir / "manifest.json") as f:
+        f.write(json.dumps(manifest, indent=2, default=str))
     return manifest
 
 
