@@ -22,7 +22,7 @@ def _streamer(tokenizer, write: Callable[[str], None]):
 
 def run_chat(base: str = "default", adapters: dict[str, str] | None = None, *, start_with: str | None = None,
              max_new_tokens: int = 256, temperature: float = 0.0, system_prompt: str | None = None,
-             dtype: str = "auto", quant: str = "none", read: Callable[[str], str] = input,
+             dtype: str = "auto", quant: str = "auto", read: Callable[[str], str] = input,
              write: Callable[[str], None] = print) -> None:
     """The read-answer loop. `read(prompt)` returns a line (EOFError ends the chat); `write(text)` shows text as it
     arrives, without adding newlines."""

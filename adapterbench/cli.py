@@ -115,6 +115,8 @@ def models_info(
 
 
 STORE_HELP = "SQLite store (default: $ADAPTERBENCH_STORE or ./adapterbench.sqlite)."
+QUANT_HELP = ("auto (the base as the adapters were trained on it, read from their manifest.json; none without one) "
+              "| none | nf4 (4-bit, as QLoRA trains).")
 
 
 @app.command("eval")
@@ -127,7 +129,7 @@ def eval_cmd(
     tasks: Optional[str] = typer.Option(None, help="Only these tasks of the suite, comma-separated."),
     batch_size: str = typer.Option("auto", help="Sequences per forward pass, or 'auto'."),
     dtype: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32."),
-    quant: str = typer.Option("none", help="none | nf4 (load the base in 4-bit, as QLoRA trains it)."),
+    quant: str = typer.Option("auto", help=QUANT_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, input, reference and each model's answer."),
     output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval results JSON per model here."),
@@ -193,7 +195,10 @@ def train(
         if key not in ("step", "tokens_seen"):
             typer.echo(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
     out = Path(manifest["config"]["out"])
-    typer.echo(f"adapter: {out / 'adapter'}   best: {out / 'best'} (step {manifest['best']['step']})")
+    best = manifest["best"]
+    chosen = (f"step {best['step']}, {best['metric']} {best['value']:.4f}" if best["step"] is not None
+              else "no evaluation chose one: the final adapter")
+    typer.echo(f"adapter: {out / 'adapter'}   best: {out / 'best'} ({chosen})")
 
 
 @app.command()
@@ -320,7 +325,7 @@ def chat(
     max_new_tokens: int = typer.Option(256, help="Longest answer, in tokens."),
     temperature: float = typer.Option(0.0, help="0 = greedy (as evaluations decode); above 0 samples."),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
-    quant: str = typer.Option("none", help="none | nf4."),
+    quant: str = typer.Option("auto", help=QUANT_HELP),
 ):
     """Chat with the base or an adapter in the terminal: the model's chat template, tokens streamed as they come.
     In the chat: /adapter NAME switches model ('base' = none), /adapters lists them, /reset forgets the conversation,
@@ -350,7 +355,7 @@ def generate(
     max_new_tokens: int = typer.Option(128, help="Longest answer, in tokens."),
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Send prompts as plain text."),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
-    quant: str = typer.Option("none", help="none | nf4."),
+    quant: str = typer.Option("auto", help=QUANT_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, prompt, reference and each answer."),
     as_json: bool = typer.Option(False, "--json", help="Print the answers as JSON."),

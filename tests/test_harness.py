@@ -255,3 +255,29 @@ def test_group_by_column_reaches_each_sample_and_the_store(tiny_model_dir, tmp_p
     with store.connect(tmp_path / "s.sqlite") as conn:
         saved = store.load_evaluation(conn, evaluation["id"])
     assert [s["group"] for s in saved["samples"]] == [s["group"] for s in evaluation["samples"]]
+
+
+def test_quant_auto_follows_the_adapters_training_manifests():
+    from adapterbench.harness.evaluate import resolve_quant
+
+    trained = {"nf4": {"manifest": {"config": {"quant": "nf4"}}}, "bf16": {"manifest": {"config": {"quant": "none"}}},
+               "random": {"manifest": None}}
+    assert resolve_quant("auto", {}) == "none"
+    assert resolve_quant("auto", {"r": trained["random"]}) == "none"
+    assert resolve_quant("auto", {"a": trained["nf4"], "r": trained["random"]}) == "nf4"
+    assert resolve_quant("none", {"a": trained["nf4"]}) == "none"
+    with pytest.raises(UserError, match=r"differently quantized bases \(a: nf4, b: none\).*--quant"):
+        resolve_quant("auto", {"a": trained["nf4"], "b": trained["bf16"]})
+
+
+def test_adapter_trained_on_nf4_is_scored_on_the_nf4_base_by_default(tiny_model_dir, suite_file, adapters, tmp_path):
+    import shutil
+
+    adapter = shutil.copytree(adapters["a2"], tmp_path / "run" / "adapter")
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"config": {"quant": "nf4"}}))
+    evaluation = evaluate(suite_file, base=str(tiny_model_dir), adapters={"trained": str(adapter)}, limit=1,
+                          tasks=["mc"], dtype="bf16", save=False)
+    assert evaluation["config"]["quant"] == "nf4"
+    plain = evaluate(suite_file, base=str(tiny_model_dir), adapters={"random": str(adapters["a2"])}, limit=1,
+                     tasks=["mc"], dtype="bf16", save=False)
+    assert plain["config"]["quant"] == "none"

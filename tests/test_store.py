@@ -273,9 +273,10 @@ def test_predictions_csv_has_one_row_per_item_and_tricky_text_survives(tmp_path)
     path = store.write_predictions_csv(evaluation, tmp_path / "out" / "predictions.csv")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["task", "id", "input", "reference", "base", "qa"]
+    assert rows[0] == ["task", "id", "input", "reference", "group", "base", "qa"]  # a task has group_by
     assert [tuple(r[:2]) for r in rows[1:]] == [("notes_mc", "0"), ("notes_mc", "1"), ("qa", "0")]
-    assert rows[3] == ["qa", "0", TRICKY, TRICKY, "peut-être, " + TRICKY, 'say "hi",\r\nbye']
+    assert rows[1][4] == "recall" and rows[2][4] == ""
+    assert rows[3] == ["qa", "0", TRICKY, TRICKY, "", "peut-être, " + TRICKY, 'say "hi",\r\nbye']
     assert [p.name for p in path.parent.iterdir()] == ["predictions.csv"]  # no temp file left behind
 
 
@@ -292,6 +293,21 @@ def test_predictions_csv_takes_input_from_the_first_model_that_has_the_item(tmp_
         ("0", "base's prompt", "base0", "qa0"),  # base comes first in model order, whatever the sample order
         ("1", "only qa", "", "qa1"),
     ]
+    assert "group" not in rows[0]  # no task has group_by
+
+
+def test_format_evaluation_breaks_grouped_tasks_down_by_group(conn):
+    evaluation = make_evaluation()
+    for sample in evaluation["samples"]:
+        if sample["task"] == "notes_mc" and sample["doc_id"] == "1":
+            sample["group"] = "apply"
+    text = store.format_evaluation(store.load_evaluation(conn, store.save_evaluation(conn, evaluation)))
+    table = text.split("by group")[1].splitlines()
+    assert table[1].split() == ["task", "group", "n", "metric", "base", "qa"]
+    assert [line.split() for line in table[3:]] == [["notes_mc", "apply", "1", "acc", "1.0000", "1.0000"],
+                                                    ["notes_mc", "recall", "1", "acc", "0.0000", "1.0000"]]
+    ungrouped = store.save_evaluation(conn, make_evaluation(samples=[]))
+    assert "by group" not in store.format_evaluation(store.load_evaluation(conn, ungrouped))
 
 
 def test_format_evaluation_shows_every_model_task_and_metric(conn):

@@ -38,14 +38,16 @@ def parse_adapters(specs) -> dict[str, str]:
 
 
 def load_session(base: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
-                 quant: str = "none", batch_size: int | str = "auto"):
-    """One base in memory with every adapter attached (checked to fit first). Returns (lm, identities)."""
+                 quant: str = "auto", batch_size: int | str = "auto"):
+    """One base in memory with every adapter attached (checked to fit first). Returns (lm, identities); `lm.quant`
+    is the quantization the base was loaded with."""
     from adapterbench.adapters.identity import adapter_identity, check_compatible
     from adapterbench.adapters.models import load_model, resolve_model
     from adapterbench.harness.lm import AdapterLM
 
     adapters = adapters or {}
     identities = {label: adapter_identity(path) for label, path in adapters.items()}
+    quant = resolve_quant(quant, identities)
     model, tokenizer = load_model(base, dtype=dtype, quant=quant)
     for path in adapters.values():
         check_compatible(model, path)
@@ -61,7 +63,24 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
     identities = {"base": {"path": str(base_path), "sha256": base_sha(base_path), "base_name": base,
                            "manifest": None}, **identities}
     rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
-    return AdapterLM(model, tokenizer, batch_size=rows), identities
+    lm = AdapterLM(model, tokenizer, batch_size=rows)
+    lm.quant = quant
+    return lm, identities
+
+
+def resolve_quant(quant: str, identities: dict[str, dict]) -> str:
+    """'auto': load the base as the adapters were trained on it (the `quant` of their training manifests), so that
+    `eval` gives the numbers the training run's own evaluations gave; 'none' for the base alone or adapters without
+    a manifest."""
+    if quant != "auto":
+        return quant
+    trained = {label: identity["manifest"]["config"]["quant"] for label, identity in identities.items()
+               if (identity.get("manifest") or {}).get("config", {}).get("quant")}
+    if len(set(trained.values())) > 1:
+        listing = ", ".join(f"{label}: {kind}" for label, kind in trained.items())
+        raise UserError(f"the adapters were trained on differently quantized bases ({listing}); choose how to load "
+                        "the base for all of them with --quant none or --quant nf4", field="--quant")
+    return next(iter(trained.values()), "none")
 
 
 def base_sha(path: Path) -> str:
@@ -211,7 +230,7 @@ def _plain(value):
 
 
 def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters=None, limit: int | None = None,
-             batch_size: int | str = "auto", dtype: str = "auto", quant: str = "none", tasks: list[str] | None = None,
+             batch_size: int | str = "auto", dtype: str = "auto", quant: str = "auto", tasks: list[str] | None = None,
              store: str | Path | None = None, save: bool = True, command: str | None = None) -> dict:
     """Score `base` and each adapter on every task of `suite`. Returns the evaluation (the store's shape) with its
     id; with save=True it is written to the store in one transaction."""
@@ -231,7 +250,7 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
                   "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                   "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
                   "base_ref": base, "command": command or " ".join(sys.argv),
-                  "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": quant,
+                  "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
                              "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks},
                   "environment": environment(), "models": [], "scores": [], "samples": []}
     with tempfile.TemporaryDirectory(prefix="adapterbench-tasks-") as task_dir:

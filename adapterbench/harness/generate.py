@@ -72,7 +72,7 @@ def answer(lm, label: str, prompts: list[str], *, max_new_tokens: int = 128, sys
 
 
 def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, max_new_tokens: int = 128,
-             system_prompt: str | None = None, chat_template: bool = True, dtype: str = "auto", quant: str = "none",
+             system_prompt: str | None = None, chat_template: bool = True, dtype: str = "auto", quant: str = "auto",
              store: str | Path | None = None, save: bool = True, command: str | None = None,
              progress: bool = True) -> dict:
     """Answer every prompt with the base and each adapter. Returns the evaluation (kind 'generate'; one sample per
@@ -93,7 +93,7 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
                   "suite": {"name": task, "path": str(prompts_file.resolve())}, "base_ref": base,
                   "command": command or " ".join(sys.argv),
                   "config": {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt,
-                             "chat_template": chat_template, "dtype": dtype, "quant": quant,
+                             "chat_template": chat_template, "dtype": dtype, "quant": lm.quant,
                              "model_dtype": str(lm.model.dtype).removeprefix("torch.")},
                   "environment": environment(), "models": [], "scores": [], "samples": []}
     for label, identity in identities.items():

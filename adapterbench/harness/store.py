@@ -260,19 +260,22 @@ def export_lm_eval(evaluation: dict, label: str) -> dict:
 
 
 def write_predictions_csv(evaluation: dict, path: str | Path) -> Path:
-    """One row per (task, doc_id) in first-seen order: task, id, input, reference, then one prediction column per
-    model in model order; input and reference come from the first model (in that order) that has the item."""
+    """One row per (task, doc_id) in first-seen order: task, id, input, reference, the item's group (only when a
+    task has group_by), then one prediction column per model in model order; input, reference and group come from
+    the first model (in that order) that has the item."""
     path = Path(path)
     labels = [m["label"] for m in evaluation["models"]]
     items: dict[tuple[str, str], dict[str, dict]] = {}
     for s in evaluation["samples"]:
         items.setdefault((s["task"], str(s["doc_id"])), {})[s["label"]] = s
+    grouped = any(s.get("group") is not None for s in evaluation["samples"])
     with atomic_file(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["task", "id", "input", "reference", *labels])
+        writer.writerow(["task", "id", "input", "reference", *(["group"] if grouped else []), *labels])
         for (task, doc_id), by_label in items.items():
             first = next(by_label[label] for label in labels if label in by_label)
             writer.writerow([task, doc_id, _text(first.get("prompt")), _text(first.get("reference")),
+                             *([_text(first.get("group"))] if grouped else []),
                              *(_text(by_label.get(label, {}).get("prediction")) for label in labels)])
     return path
 
@@ -298,7 +301,35 @@ def format_evaluation(evaluation: dict) -> str:
         lines += ["", *_table(table, right=range(2, 2 + len(labels)))]
     else:
         lines += ["", "(no scores)"]
+    groups = _group_rows(e, labels)
+    if groups:
+        lines += ["", "by group (each task's primary metric)", *_table(groups, right=range(2, 4 + len(labels)))]
     return "\n".join(lines)
+
+
+def _group_rows(evaluation: dict, labels: list[str]) -> list[list[str]]:
+    """For tasks with a group_by column: the primary metric per group and model, aggregated as the task aggregates
+    it (corpus BLEU, macro F1...), with the group's item count."""
+    from adapterbench.harness.compare import aggregate, primary_metric
+
+    grouped: dict[str, dict[str, dict[str, list[dict]]]] = {}
+    for s in evaluation["samples"]:
+        if s.get("group") is not None:
+            grouped.setdefault(s["task"], {}).setdefault(str(s["group"]), {}).setdefault(s["label"], []).append(
+                s["metrics"])
+    rows = []
+    for task, groups in grouped.items():
+        sampled = {m for by_label in groups.values() for items in by_label.values() for x in items for m in x}
+        scored = [r["metric"] for r in evaluation["scores"] if r["task"] == task and r["metric"] in sampled]
+        if not scored:
+            continue
+        metric = primary_metric(scored)
+        for group, by_label in sorted(groups.items()):
+            values = {label: aggregate(metric, [x[metric] for x in items if metric in x])
+                      for label, items in by_label.items()}
+            rows.append([task, group, str(max(len(items) for items in by_label.values())), metric,
+                         *(_score(values.get(label), None) for label in labels)])
+    return [["task", "group", "n", "metric", *labels], *rows] if rows else []
 
 
 def format_evaluation_list(rows: list[dict]) -> str:

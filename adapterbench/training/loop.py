@@ -25,6 +25,7 @@ from adapterbench.errors import UserError
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
                                                rng_state, save_checkpoint, set_rng_state)
 from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_examples
+from adapterbench.training.dropout import use_fast_lora_dropout
 
 ADAPTER_NAME = "default"  # PEFT's name for the adapter of get_peft_model
 
@@ -78,6 +79,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
                       target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers,
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
+    use_fast_lora_dropout(model)
     if autocast_bf16(config):
         # LoRA weights stay fp32 (AdamW's updates are too small for bf16), but PEFT would cast each LoRA input up to
         # fp32 as well: an fp32 copy of every activation kept for backward, and slow fp32 matmuls. Under autocast
