@@ -266,3 +266,29 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_model_dir, t
     # lr: compare whole tensors, not elements
     one, two_ = adapter_tensors(tmp_path / "one" / "adapter"), adapter_tensors(run / "adapter")
     assert all((one[k] - two_[k]).norm() <= 1e-4 * one[k].norm() for k in one)
+
+
+@pytest.mark.parametrize("quant,dtype,rel", [("none", "fp32", 1e-5), ("nf4", "bf16", 0.0)])
+def test_training_evaluations_give_the_numbers_eval_gives_for_the_same_adapter(tiny_model_dir, tmp_path, quant, dtype,
+                                                                               rel):
+    """The curve's last point and `adapterbench eval` of the final adapter (quant read from the manifest) agree:
+    exactly on a 4-bit base (both run LoRA beside it under bf16 autocast); in float32 up to the rounding by which
+    merged (eval) and unmerged (training) LoRA differ."""
+    from adapterbench.harness.evaluate import evaluate
+
+    tasks = ["notes_mc", "notes_ppl", "qa"]
+    cfg = config(tiny_model_dir, tmp_path, max_steps=2, quant=quant, dtype=dtype, **{
+        "eval.every": 2, "eval.suite": str(SAMPLE / "suite.yaml"), "eval.tasks": tasks, "eval.limit": 3})
+    train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
+    last = [line for line in metrics_lines(tmp_path / "run") if line["kind"] == "eval"][-1]
+    evaluation = evaluate(SAMPLE / "suite.yaml", base=str(tiny_model_dir), adapters={"run": str(tmp_path / "run" /
+                                                                                                "adapter")},
+                          tasks=tasks, limit=3, dtype=dtype, save=False)
+    assert evaluation["config"]["quant"] == quant
+    scored = {f"{r['task']}/{r['metric']}": r["value"] for r in evaluation["scores"] if r["label"] == "run"}
+    shared = [key for key in scored if key in last]
+    assert {"notes_mc/acc", "notes_ppl/word_perplexity", "qa/bleu", "qa/rougeL_f1"} <= set(shared)
+    for key in shared:
+        assert scored[key] == pytest.approx(last[key], rel=rel, abs=0), key
+    base = {f"{r['task']}/{r['metric']}": r["value"] for r in evaluation["scores"] if r["label"] == "base"}
+    assert base["notes_ppl/word_perplexity"] != pytest.approx(scored["notes_ppl/word_perplexity"], rel=1e-5)

@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 
 from adapterbench.atomic import atomic_dir
@@ -143,6 +144,9 @@ def load_model(ref: str = DEFAULT_MODEL, *, dtype: str = "auto", quant: str = "n
     if quant not in QUANTS:
         raise UserError(f"unknown quant {quant!r}; expected one of {', '.join(QUANTS)}", field="quant")
     stay_offline()
+    # transformers 5 deprecates a name that PEFT still calls whenever it wraps or loads an adapter on this model;
+    # nothing for our users to do
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     path = resolve_model(ref)
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 

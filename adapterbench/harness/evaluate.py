@@ -271,13 +271,9 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
 
 
 def quiet_libraries() -> None:
-    """lm-eval warns that a pre-built model skips its loading options (intended here), PEFT trips a deprecation
-    warning of transformers, and datasets draws a bar per split; our own progress bars say what is running."""
-    import warnings
-
+    """lm-eval warns that a pre-built model skips its loading options (intended here), and datasets draws a bar per
+    split; our own progress bars say what is running."""
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    # transformers 5 deprecates a name that PEFT still calls on every adapter load; nothing for our users to do
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     import datasets
 
     datasets.disable_progress_bars()

@@ -21,26 +21,32 @@ class AdapterLM(HFLM):
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
         self._pristine: dict = {}
+        # A 4-bit base with bf16 compute is how QLoRA trains, under bf16 autocast (LoRA weights stay fp32); scoring
+        # the same way gives the numbers the training run's own evaluations gave.
+        self._qlora_autocast = getattr(model, "is_loaded_in_4bit", False) and model.dtype == torch.bfloat16
+        if self._qlora_autocast:
+            self.mixed_precision_dtype = torch.bfloat16  # HFLM's autocast around generate(); off would undo ours
 
     @contextmanager
     def use(self, label: str):
         """Score with adapter `label` ('base': every adapter off). A full-precision base gets the adapter merged
         into its weights for the duration (an adapter then costs what the base costs); a 4-bit base runs it beside
-        the quantized weights, as PEFT does."""
+        the quantized weights, as PEFT does, under bf16 autocast as training runs it."""
         model = self._model
-        if not hasattr(model, "disable_adapter"):
-            yield
-            return
-        mergeable = not getattr(model, "is_loaded_in_4bit", False)
-        with model.disable_adapter() if label == "base" or mergeable else nullcontext():
-            if label != "base":
-                model.set_adapter(label)
-                if mergeable:
-                    self._merge(label)
-            try:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._qlora_autocast):
+            if not hasattr(model, "disable_adapter"):
                 yield
-            finally:
-                self._restore()
+                return
+            mergeable = not getattr(model, "is_loaded_in_4bit", False)
+            with model.disable_adapter() if label == "base" or mergeable else nullcontext():
+                if label != "base":
+                    model.set_adapter(label)
+                    if mergeable:
+                        self._merge(label)
+                try:
+                    yield
+                finally:
+                    self._restore()
 
     def _merge(self, label: str) -> None:
         """W = W_base + delta in fp32, rounded once to the model dtype; W_base is kept to restore it exactly
