@@ -93,9 +93,10 @@ def base_sha(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None = None) -> dict[bool, dict]:
-    """Compile the suite into `task_dir` and load it with lm-eval's TaskManager, grouped by whether the task wants
-    the chat template (lm-eval applies it per evaluate() call, not per task)."""
+def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None = None) -> list[tuple[bool, dict]]:
+    """Compile the suite into `task_dir` and load each task with lm-eval's TaskManager: (wants the chat template,
+    lm-eval task dict) per task. Each task is scored in its own lm-eval call, so its requests are batched alike
+    whichever other tasks run with it (in bf16, a batch's make-up moves greedy answers)."""
     from lm_eval.tasks import TaskManager
 
     from adapterbench.tasks.compile import build_suite
@@ -107,23 +108,18 @@ def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None 
             raise UserError(f"unknown task(s) {unknown}; the suite has {[e['name'] for e in entries]}", field="tasks")
         entries = [e for e in entries if e["name"] in only]
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    groups: dict[bool, dict] = {}
-    for chat in (True, False):
-        names = [e["name"] for e in entries if e["chat_template"] == chat]
-        if names:
-            groups[chat] = manager.load(names)
-    return groups
+    return [(entry["chat_template"], manager.load([entry["name"]])) for entry in entries]
 
 
-def score(lm, task_groups: dict[bool, dict], label: str, *, limit: int | None = None) -> dict:
-    """Score the model `label` of `lm` on every loaded task: {"scores", "samples", "lm_eval"}."""
+def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None = None) -> dict:
+    """Score the model `label` of `lm` on every loaded task (see load_tasks): {"scores", "samples", "lm_eval"}."""
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     from lm_eval.defaults import DEFAULT_OTHER_SEED
 
     scores, samples, merged = [], [], {}
     with lm.use(label):
-        for chat, task_dict in task_groups.items():
+        for chat, task_dict in tasks:
             for task in task_dict["tasks"].values():
                 # as lm-eval's simple_evaluate does; re-seeded per model, so every model sees the same few-shot
                 # examples (the sampler's state otherwise advances from one evaluate() call to the next)
@@ -254,9 +250,9 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
                              "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks},
                   "environment": environment(), "models": [], "scores": [], "samples": []}
     with tempfile.TemporaryDirectory(prefix="adapterbench-tasks-") as task_dir:
-        task_groups = load_tasks(suite, task_dir, tasks)
+        loaded = load_tasks(suite, task_dir, tasks)
         for label, identity in identities.items():
-            result = score(lm, task_groups, label, limit=limit)
+            result = score(lm, loaded, label, limit=limit)
             evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",
                                          "path": identity["path"], "sha256": identity["sha256"],
                                          "base_name": identity.get("base_name"), "manifest": identity.get("manifest"),
