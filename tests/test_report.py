@@ -440,3 +440,14 @@ def test_cli_report_prints_the_paths_and_refuses_missing_inputs(suite_path, tmp_
     result = cli("--latest", "--store", str(db), "--format", "pdf", "--out", str(tmp_path / "r3"))
     assert result.returncode == 2 and "unknown format 'pdf'" in result.stderr
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_a_run_no_evaluation_ranked_shows_no_best_step(tmp_path):
+    run = _run_dir(tmp_path / "qa", 8, [4, 3])
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "best": {"step": None, "metric": "val_loss",
+                                                                        "value": None}}))
+    context = build_context([], [run])
+    assert context["training"]["runs"][0]["best"] is None
+    for text in render(context).values():
+        assert "step None" not in text and "step :" not in text

@@ -428,7 +428,9 @@ def _training(runs: list[dict]) -> dict | None:
             "index": i, "name": r["name"], "path": r["path"],
             "params": [(k, r["config"].get(k)) for k in shown],
             "steps": (m.get("stats") or {}).get("steps", max((row["step"] for row in r["train"]), default=None)),
-            "best": m.get("best"), "finished": bool(m.get("stats")),
+            # a run that no evaluation ranked (no validation set, no early-stopping metric) has no best step
+            "best": m.get("best") if (m.get("best") or {}).get("step") is not None else None,
+            "finished": bool(m.get("stats")),
             "last_train_loss": next((row["train_loss"] for row in reversed(r["train"]) if "train_loss" in row), None),
             "metrics": [{"name": k, "first": next((e[k] for e in evals if k in e), None),
                          "last": next((e[k] for e in reversed(evals) if k in e), None)} for k in metric_keys],
