@@ -50,6 +50,22 @@ def aggregate(metric: str, items: Sequence, *, labels: Sequence[str] | None = No
     return aggregator(metric, labels)(list(items))
 
 
+def group_scores(samples_by_model: dict[str, list[dict]], metrics: Sequence[str]) -> list[dict]:
+    """Scores per sample group (the value of a task's group_by column), for one task's samples keyed by model:
+    [{"group", "n", "values": {model: {metric: aggregate}}}] in first-seen group order; a metric a model's samples
+    of the group lack is left out."""
+    grouped: dict[str, dict[str, list[dict]]] = {}
+    for key, samples in samples_by_model.items():
+        for s in samples:
+            if s.get("group") is not None:
+                grouped.setdefault(str(s["group"]), {}).setdefault(key, []).append(s)
+    return [{"group": group, "n": max(len(ss) for ss in by_key.values()),
+             "values": {key: {m: aggregate(m, [s["metrics"][m] for s in ss if m in s["metrics"]])
+                              for m in metrics if any(m in s["metrics"] for s in ss)}
+                        for key, ss in by_key.items()}}
+            for group, by_key in grouped.items()]
+
+
 def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Sequence], float]:
     """aggregate(metric, ...) as a function of the items, carrying `.batched(items)` for stats.paired_bootstrap:
     a function from an index array (resamples x items) to every resample's aggregate, computed with numpy."""

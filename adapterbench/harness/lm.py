@@ -18,13 +18,16 @@ TOKEN_BUDGET = 4096  # tokens in one forward pass: measured fastest on a 2-core 
 class AdapterLM(HFLM):
     """HFLM over a (Peft)model already in memory. `use(label)` switches between the base ('base') and adapters."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None):
+    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None,
+                 bf16_autocast: bool | None = None):
+        """`bf16_autocast`: score under bf16 autocast, as the trainer runs the model (LoRA weights stay fp32). None:
+        for a 4-bit base with bf16 compute, which is how QLoRA trains, so scores equal the run's own evaluations."""
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
         self._pristine: dict = {}
-        # A 4-bit base with bf16 compute is how QLoRA trains, under bf16 autocast (LoRA weights stay fp32); scoring
-        # the same way gives the numbers the training run's own evaluations gave.
-        self._qlora_autocast = getattr(model, "is_loaded_in_4bit", False) and model.dtype == torch.bfloat16
-        if self._qlora_autocast:
+        if bf16_autocast is None:
+            bf16_autocast = getattr(model, "is_loaded_in_4bit", False) and model.dtype == torch.bfloat16
+        self._bf16_autocast = bf16_autocast
+        if bf16_autocast:
             self.mixed_precision_dtype = torch.bfloat16  # HFLM's autocast around generate(); off would undo ours
 
     @contextmanager
@@ -33,7 +36,7 @@ class AdapterLM(HFLM):
         into its weights for the duration (an adapter then costs what the base costs); a 4-bit base runs it beside
         the quantized weights, as PEFT does, under bf16 autocast as training runs it."""
         model = self._model
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._qlora_autocast):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16_autocast):
             if not hasattr(model, "disable_adapter"):
                 yield
                 return

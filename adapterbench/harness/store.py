@@ -310,25 +310,22 @@ def format_evaluation(evaluation: dict) -> str:
 def _group_rows(evaluation: dict, labels: list[str]) -> list[list[str]]:
     """For tasks with a group_by column: the primary metric per group and model, aggregated as the task aggregates
     it (corpus BLEU, macro F1...), with the group's item count."""
-    from adapterbench.harness.compare import aggregate, primary_metric
+    from adapterbench.harness.compare import group_scores, primary_metric
 
-    grouped: dict[str, dict[str, dict[str, list[dict]]]] = {}
+    by_task: dict[str, dict[str, list[dict]]] = {}
     for s in evaluation["samples"]:
         if s.get("group") is not None:
-            grouped.setdefault(s["task"], {}).setdefault(str(s["group"]), {}).setdefault(s["label"], []).append(
-                s["metrics"])
+            by_task.setdefault(s["task"], {}).setdefault(s["label"], []).append(s)
     rows = []
-    for task, groups in grouped.items():
-        sampled = {m for by_label in groups.values() for items in by_label.values() for x in items for m in x}
+    for task, by_label in by_task.items():
+        sampled = {m for samples in by_label.values() for s in samples for m in s["metrics"]}
         scored = [r["metric"] for r in evaluation["scores"] if r["task"] == task and r["metric"] in sampled]
         if not scored:
             continue
         metric = primary_metric(scored)
-        for group, by_label in sorted(groups.items()):
-            values = {label: aggregate(metric, [x[metric] for x in items if metric in x])
-                      for label, items in by_label.items()}
-            rows.append([task, group, str(max(len(items) for items in by_label.values())), metric,
-                         *(_score(values.get(label), None) for label in labels)])
+        for row in sorted(group_scores(by_label, [metric]), key=lambda r: r["group"]):
+            rows.append([task, row["group"], str(row["n"]), metric,
+                         *(_score(row["values"].get(label, {}).get(metric), None) for label in labels)])
     return [["task", "group", "n", "metric", *labels], *rows] if rows else []
 
 

@@ -278,23 +278,14 @@ def _classification(task: str, samples: dict, labels: list[str] | None) -> dict 
 
 def _groups(task: str, samples: dict, metrics: list[str]) -> dict | None:
     """Scores per sample group (a data column named by the suite's group_by), when the task's samples carry one."""
-    from adapterbench.harness.compare import aggregate
+    from adapterbench.harness.compare import group_scores
 
-    grouped: dict[str, dict[str, list]] = {}
-    for key, tasks in samples.items():
-        for s in tasks.get(task, ()):
-            if s.get("group") is not None:
-                grouped.setdefault(str(s["group"]), {}).setdefault(key, []).append(s)
+    by_key = {key: tasks.get(task, []) for key, tasks in samples.items()}
+    grouped = [s for ss in by_key.values() for s in ss if s.get("group") is not None]
     if not grouped:
         return None
-    metrics = [m for m in metrics if any(m in s["metrics"] for g in grouped.values() for ss in g.values()
-                                         for s in ss)]
-    rows = []
-    for group, by_key in grouped.items():
-        values = {key: {m: aggregate(m, [s["metrics"][m] for s in ss if m in s["metrics"]])
-                        for m in metrics if any(m in s["metrics"] for s in ss)} for key, ss in by_key.items()}
-        rows.append({"group": group, "n": max(len(ss) for ss in by_key.values()), "values": values})
-    return {"metrics": metrics, "rows": rows}
+    metrics = [m for m in metrics if any(m in s["metrics"] for s in grouped)]
+    return {"metrics": metrics, "rows": group_scores(by_key, metrics)}
 
 
 def _item_score(sample: dict) -> tuple[str, float] | None:

@@ -293,7 +293,7 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
     """evaluate(state) -> {"kind": "eval", step, tokens_seen, val_loss, "TASK/METRIC": value...}: validation loss
     and the suite's tasks through the harness, the same numbers `adapterbench eval` gives. RNG is saved and
     restored around it, so evaluating never changes the training that follows."""
-    from adapterbench.harness.evaluate import load_tasks, quiet_libraries, score
+    from adapterbench.harness.evaluate import GENERATION_BATCH, load_tasks, quiet_libraries, score
 
     suite_tasks, lm = None, None
     if config.eval and config.eval.suite:
@@ -303,9 +303,8 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
         quiet_libraries()
         # kept in the run dir: the exact lm-eval tasks this run was evaluated on
         suite_tasks = load_tasks(load_suite(config.eval.suite), run_dir / "eval_tasks", config.eval.tasks)
-        lm = AdapterLM(model, tokenizer, batch_size=32)
-        if autocast_bf16:
-            lm.mixed_precision_dtype = torch.bfloat16  # HFLM's own autocast around generate(); off would undo ours
+        # eval's batch size: generation batches alike, so `adapterbench eval` gives these numbers
+        lm = AdapterLM(model, tokenizer, batch_size=GENERATION_BATCH, bf16_autocast=autocast_bf16)
 
     def evaluate(state: dict) -> dict:
         saved_rng = rng_state()
@@ -317,8 +316,7 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
                                                       tokenizer.pad_token_id)
         result = None
         if suite_tasks:
-            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-                result = score(lm, suite_tasks, ADAPTER_NAME, limit=config.eval.limit)
+            result = score(lm, suite_tasks, ADAPTER_NAME, limit=config.eval.limit)
             metrics.update({f"{r['task']}/{r['metric']}": r["value"] for r in result["scores"]})
         save_curve_point(config, run_dir, store, state, metrics, result)
         loss_fn.train()
