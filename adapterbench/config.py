@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from adapterbench import paths
 from adapterbench.errors import UserError
 
 TASK_TYPES = ("multiple_choice", "multiple_choice_generate", "perplexity", "generation", "classification")
@@ -17,6 +19,7 @@ TASK_TYPES = ("multiple_choice", "multiple_choice_generate", "perplexity", "gene
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _file: Optional[Path] = PrivateAttr(None)  # the YAML file it was loaded from, for errors found later
 
 
 def _resolve(value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
@@ -72,7 +75,17 @@ class SuiteConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        # a task's metric hooks are Python names in the generated utils.py, where '-' is written '_'
+        hooks = [hook_name(n) for n in names]
+        clashes = sorted({n for n, h in zip(names, hooks) if hooks.count(h) > 1})
+        if clashes:
+            raise ValueError(f"task names {', '.join(clashes)} differ only in '-' versus '_'; rename one of them")
         return self
+
+
+def hook_name(task_name: str) -> str:
+    """A task name as a Python identifier (for its metric hooks in utils.py): the name pattern allows '-'."""
+    return task_name.replace("-", "_")
 
 
 class DataConfig(Strict):
@@ -139,7 +152,7 @@ class TrainConfig(Strict):
     max_length: int = Field(512, gt=8)
     max_steps: Optional[int] = Field(None, gt=0)
     epochs: Optional[float] = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seeds are 32-bit
     eval: Optional[EvalConfig] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
     checkpoint: CheckpointConfig = CheckpointConfig()
@@ -191,7 +204,7 @@ class GateConfig(Strict):
     max_drop: Union[float, str] = 0.0
     confidence: float = Field(0.95, gt=0, lt=1)
     iters: int = Field(2000, ge=100)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     rules: list[GateRule] = []
 
     resolve_paths = field_validator("suite")(_resolve)
@@ -228,14 +241,19 @@ def key_line(path: str | Path | None, loc: tuple) -> int | None:
     return next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
 
 
+def config_error(config: Strict, loc: tuple, message: str) -> UserError:
+    """An error about key `loc` of a loaded config found only later (against the model, the suite or the store),
+    naming the file and line it came from."""
+    path = config._file
+    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    return UserError(message, path=path, line=key_line(path, loc) if path else None, field=field)
+
+
 def load_config(path: str | Path, schema: type[BaseModel], overrides: list[str] = ()):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("config file not found", path=path)
+    path = paths.input_file(path, "config file")
     try:
         text = path.read_text(encoding="utf-8")
-        lines = _key_lines(text)
-        raw = yaml.safe_load(text)
+        raw, lines = _parse_yaml(text)
     except UnicodeDecodeError as err:
         raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=path) from None
     except yaml.YAMLError as err:
@@ -247,9 +265,11 @@ def load_config(path: str | Path, schema: type[BaseModel], overrides: list[str] 
     for item in overrides:
         _apply_override(raw, item)
     try:
-        return schema.model_validate(raw, context={"base_dir": path.parent})
+        config = schema.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as err:
         raise _user_error(err, schema, raw, path, lines) from None
+    config._file = path
+    return config
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -263,11 +283,61 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise UserError(f"override {item!r}: '{part}' is not a section")
-    node[leaf] = yaml.safe_load(value)
+    try:
+        node[leaf] = _parse_yaml(value)[0]
+    except yaml.YAMLError as err:
+        raise UserError(f"override {item!r}: invalid YAML value: {getattr(err, 'problem', err)}") from None
+
+
+# Nodes a document may expand to once its aliases are followed: a suite of 200 tasks is ~5,000; a 600-byte "billion
+# laughs" document of nested aliases is billions, and walking it (for lines, then in pydantic) would never end.
+MAX_YAML_NODES = 100_000
+
+
+def _compose(text: str):
+    """The document's node graph, refused (a YAML error with its line) when aliases make it recursive or expand it
+    beyond MAX_YAML_NODES; the expanded size is counted once per distinct node, so counting itself is linear."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    sizes: dict[int, int | None] = {}  # None: being counted, so meeting it again is a cycle
+
+    def refuse(n, problem: str):
+        raise yaml.composer.ComposerError(None, None, problem, n.start_mark)
+
+    def size(n) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)] if sizes[id(n)] is not None else refuse(n, "an alias refers to a node it is in")
+        sizes[id(n)] = None
+        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else \
+            n.value if isinstance(n, yaml.SequenceNode) else []
+        sizes[id(n)] = 1 + sum(size(c) for c in children)
+        if sizes[id(n)] > MAX_YAML_NODES:
+            refuse(n, f"aliases (*name) expand this document beyond {MAX_YAML_NODES:,} values; write it out plainly")
+        return sizes[id(n)]
+
+    if node is not None:
+        size(node)
+    return node
+
+
+def _parse_yaml(text: str):
+    """(the loaded document, key lines): composed once, bounded by _compose, then constructed from that node."""
+    node = _compose(text)
+    loader = yaml.SafeLoader("")
+    try:
+        return (loader.construct_document(node) if node is not None else None), _walk_lines(node)
+    finally:
+        loader.dispose()
 
 
 def _key_lines(text: str) -> dict[tuple, int]:
     """Map each key path (e.g. ('tasks', 0, 'type')) to its 1-based line in the YAML text."""
+    try:
+        return _walk_lines(_compose(text))
+    except yaml.YAMLError:
+        return {}  # the loader reports it with its own line
+
+
+def _walk_lines(root) -> dict[tuple, int]:
     lines: dict[tuple, int] = {}
 
     def walk(node, prefix):
@@ -281,10 +351,8 @@ def _key_lines(text: str) -> dict[tuple, int]:
                 lines[prefix + (i,)] = item.start_mark.line + 1
                 walk(item, prefix + (i,))
 
-    try:
-        walk(yaml.compose(text), ())
-    except yaml.YAMLError:
-        pass  # yaml.safe_load reports it with its own line
+    if root is not None:
+        walk(root, ())
     return lines
 
 

@@ -599,14 +599,6 @@ def write_jsonl(path, records) -> None:
     _write_files(path.parent, {path.name: _jsonl_text(records)})
 
 
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def split_file(path, kind: str, out_dir, *, ratios, seed: int = 0, ngram: int = 8, fields: dict | None = None,
                labels: list | None = None, keep_code: bool = False, keep_markup: bool = False,
                name: str | None = None) -> dict:

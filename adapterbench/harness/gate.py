@@ -21,7 +21,8 @@ VERDICT_MARKS = {"improved": "✅ improved", "unchanged": "➖ unchanged", "regr
 
 
 def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None = None,
-             rules: GateConfig | str | Path | None = None, warn: Callable[[str], None] | None = None) -> dict:
+             rules: GateConfig | str | Path | None = None, warn: Callable[[str], None] | None = None,
+             allow_base_mismatch: bool = False) -> dict:
     """Judge the candidate against the baseline on every rule (no rules: every task of the baseline, on its primary
     metric, max_drop 0, alpha 0.05).
 
@@ -43,7 +44,8 @@ def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None 
     elif not isinstance(rules, GateConfig):
         rules_file = str(rules)
         rules = load_gate(rules)
-    sides = _load_sides({"baseline": baseline_ref, "candidate": candidate_ref}, rules, store, rules_file)
+    sides = _load_sides({"baseline": baseline_ref, "candidate": candidate_ref}, rules, store, rules_file,
+                        allow_base_mismatch)
     (base_eval, base_label), (cand_eval, cand_label) = sides["baseline"], sides["candidate"]
     warnings = []
 
@@ -80,7 +82,8 @@ def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None 
             "seed": rules.seed, "rows": rows, "unmatched": comparison["unmatched"], "warnings": warnings}
 
 
-def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file) -> dict[str, tuple[dict, str]]:
+def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file,
+                allow_base_mismatch: bool = False) -> dict[str, tuple[dict, str]]:
     """{side: (evaluation with samples, label)}. Labels are resolved first (a typo fails before minutes of scoring);
     adapter dirs are then scored together, the base loaded once."""
     from adapterbench.harness import store as store_mod
@@ -110,7 +113,7 @@ def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file) -> d
             label = next(iter(parse_adapters([ref])))
             labels[side] = f"{label}-{side}" if label in labels.values() else label
         evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[s]: adapters[s] for s in adapters},
-                              store=store)
+                              store=store, allow_base_mismatch=allow_base_mismatch)
         out.update({side: (evaluation, labels[side]) for side in adapters})
     return out
 

@@ -20,6 +20,8 @@ def bootstrap_stderr(items: Sequence, aggregate: Callable[[list], float], *, ite
         return None
     rng = random.Random(seed)
     values = [aggregate(rng.choices(items, k=len(items))) for _ in range(iters)]
+    if not all(math.isfinite(v) for v in values):  # statistics.stdev raises AttributeError on NaN or inf
+        return math.nan
     return statistics.stdev(values)
 
 

@@ -7,8 +7,8 @@ import csv
 import json
 import math
 import os
+import secrets
 import sqlite3
-import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,8 +115,17 @@ def connect(path: str | Path | None = None) -> sqlite3.Connection:
 
 
 def new_evaluation_id() -> str:
-    """`ev-YYYYMMDD-HHMMSS-xxxx`: UTC time first so ids sort by age; 4 random hex digits keep them apart."""
-    return f"ev-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    """`ev-YYYYMMDD-HHMMSS-` and 16 hex digits: UTC time first so ids sort by age; 64 random bits keep them apart
+    (16 bits collided in 2 % of 50 ids made in one second)."""
+    return f"ev-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(8)}"
+
+
+def forget_train_steps(conn: sqlite3.Connection, train_run: str, *, after_step: int) -> int:
+    """Delete the curve points (kind 'train_step') of the run `train_run` after `after_step`, with their models,
+    scores and samples: a resumed run evaluates those steps again. Returns how many were deleted."""
+    with _transaction(conn):
+        return conn.execute("DELETE FROM evaluations WHERE kind = 'train_step' AND train_run = ? AND step > ?",
+                            (train_run, after_step)).rowcount
 
 
 def save_evaluation(conn: sqlite3.Connection, evaluation: dict) -> str:

@@ -7,6 +7,8 @@ import math
 
 from markupsafe import Markup, escape
 
+from adapterbench.untrusted import visible
+
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies; yellow left out (unreadable on white).
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#999999")
 WIDTH, HEIGHT = 360, 210
@@ -67,8 +69,8 @@ def line_chart(chart: dict) -> Markup:
 
     parts = [Markup('<svg class="chart" viewBox="0 0 {} {}" role="img" xmlns="http://www.w3.org/2000/svg">')
              .format(WIDTH, HEIGHT),
-             Markup("<title>{}</title>").format(chart["title"]),
-             Markup('<text x="{}" y="15" class="chart-title">{}</text>').format(LEFT, chart["title"])]
+             Markup("<title>{}</title>").format(visible(chart["title"])),
+             Markup('<text x="{}" y="15" class="chart-title">{}</text>').format(LEFT, visible(chart["title"]))]
     if chart.get("lower_is_better") is not None:
         parts.append(Markup('<text x="{}" y="15" text-anchor="end" class="chart-note">{}</text>')
                      .format(WIDTH - RIGHT, "lower is better" if chart["lower_is_better"] else "higher is better"))
@@ -100,7 +102,7 @@ def line_chart(chart: dict) -> Markup:
             parts.append(Markup('<polyline points="{}" stroke="{}" class="eval"/>').format(path(s["points"]), c))
         for x, y in s["points"]:
             parts.append(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="2.8" fill="{}"><title>{}: step {}, {}</title>'
-                                '</circle>').format(sx(x), sy(y), c, s["name"], x, f"{y:.4g}"))
+                                '</circle>').format(sx(x), sy(y), c, visible(s["name"]), x, f"{y:.4g}"))
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
 

@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path
 
 from adapterbench.errors import UserError
+from adapterbench.untrusted import visible
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMAT_ALIASES = {"html": "html", "latex": "latex", "tex": "latex", "md": "md", "markdown": "md"}
@@ -122,7 +123,7 @@ def md_escape(value) -> MD:
     & < > as entities (no raw HTML gets through), line breaks as <br>, @ kept from mentioning anyone."""
     if isinstance(value, MD):
         return value
-    text = _fmt_value(value)
+    text = visible(_fmt_value(value))
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_SPECIAL.sub(r"\\\1", text).replace("@", "@\u200b")
     text = "<br>".join(text.splitlines())
@@ -209,8 +210,9 @@ def _environments():
     from adapterbench.reports import plots
 
     loader = jinja2.FileSystemLoader(str(TEMPLATES))
+    # autoescape, after finalize has shown acting characters (bidi overrides, control codes) as code points
     html = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True)
+                              lstrip_blocks=True, finalize=_html_text)
     html.filters.update(FILTERS, chart=plots.line_chart, swatch=plots.swatch, color=plots.color)
     latex = jinja2.Environment(
         loader=loader, autoescape=False, undefined=jinja2.StrictUndefined, finalize=tex_escape,
@@ -221,8 +223,15 @@ def _environments():
     md = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined, finalize=md_escape,
                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     md.filters.update(FILTERS, cut=md_cut, raw=MD,
-                      html=lambda value: MD(markupsafe.escape(" ".join(_fmt_value(value).split()))))
+                      html=lambda value: MD(markupsafe.escape(" ".join(visible(_fmt_value(value)).split()))))
     return {"html": html, "latex": latex, "md": md}
+
+
+def _html_text(value):
+    """What an HTML template prints: our own markup (charts, swatches) as it is, any other string made visible."""
+    import markupsafe
+
+    return visible(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
 
 
 def parse_formats(formats) -> list[str]:

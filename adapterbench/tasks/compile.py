@@ -11,7 +11,7 @@ import yaml
 
 from adapterbench import data
 from adapterbench.atomic import atomic_dir
-from adapterbench.config import SuiteConfig, TaskConfig
+from adapterbench.config import SuiteConfig, TaskConfig, config_error, hook_name
 from adapterbench.errors import UserError
 from adapterbench.tasks.metrics import label_slug
 
@@ -77,12 +77,13 @@ def _metric_list(task: TaskConfig) -> list[dict]:
                 *map(_mean, ROUGE_KEYS)]
     if task.type == "multiple_choice_generate":
         return [_mean("acc"), {"metric": "unparseable_rate", "aggregation": "mean", "higher_is_better": False}]
+    hook = hook_name(task.name)
     per_class = [{"metric": f"{m}_{label_slug(label)}", "higher_is_better": True,
-                  "aggregation": Function(f"utils.{task.name}_{m}_{label_slug(label)}")}
+                  "aggregation": Function(f"utils.{hook}_{m}_{label_slug(label)}")}
                  for label in task.labels for m in ("precision", "recall", "f1")]
     return [_mean("acc"), {"metric": "unparseable_rate", "aggregation": "mean", "higher_is_better": False},
-            {"metric": "f1_macro", "aggregation": Function(f"utils.{task.name}_f1_macro"), "higher_is_better": True},
-            {"metric": "f1_weighted", "aggregation": Function(f"utils.{task.name}_f1_weighted"),
+            {"metric": "f1_macro", "aggregation": Function(f"utils.{hook}_f1_macro"), "higher_is_better": True},
+            {"metric": "f1_weighted", "aggregation": Function(f"utils.{hook}_f1_weighted"),
              "higher_is_better": True},
             *per_class]
 
@@ -155,12 +156,13 @@ def _utils_source(suite: SuiteConfig) -> str:
              "                                        process_mc_generate)", ""]
     for task in suite.tasks:
         if task.type == "classification":
+            hook = hook_name(task.name)
             # macro F1 averages over the whole label list, also labels no item of this run carries
-            lines.append(f"{task.name}_f1_macro = partial(f1_macro, n_labels={len(task.labels)})")
-            lines.append(f"{task.name}_f1_weighted = partial(f1_weighted, n_labels={len(task.labels)})")
+            lines.append(f"{hook}_f1_macro = partial(f1_macro, n_labels={len(task.labels)})")
+            lines.append(f"{hook}_f1_weighted = partial(f1_weighted, n_labels={len(task.labels)})")
             for index, label in enumerate(task.labels):
                 for metric in ("precision", "recall", "f1"):
-                    lines.append(f'{task.name}_{metric}_{label_slug(label)} = per_class("{metric}", {index})')
+                    lines.append(f'{hook}_{metric}_{label_slug(label)} = per_class("{metric}", {index})')
     return "\n".join(lines) + "\n"
 
 
@@ -170,13 +172,18 @@ def build_suite(suite: SuiteConfig, out_dir: str | Path) -> list[dict]:
     out_dir = Path(out_dir).resolve()
     entries = []
     with atomic_dir(out_dir) as tmp:
-        for task in suite.tasks:
+        for index, task in enumerate(suite.tasks):
             docs = _docs(task, task.data)
             data.write_jsonl(tmp / f"{task.name}.jsonl", docs)
             fewshot = None
             if task.num_fewshot:
                 fewshot = out_dir / f"{task.name}_fewshot.jsonl"
-                data.write_jsonl(tmp / fewshot.name, _docs(task, task.fewshot_data))
+                pool = _docs(task, task.fewshot_data)
+                if task.num_fewshot > len(pool):  # lm-eval would fail mid-run drawing the examples
+                    raise config_error(suite, ("tasks", index, "num_fewshot"),
+                                       f"{task.num_fewshot} examples asked, but {task.fewshot_data} has "
+                                       f"{len(pool)} item(s)")
+                data.write_jsonl(tmp / fewshot.name, pool)
             config = task_yaml(task, out_dir / f"{task.name}.jsonl", fewshot)
             (tmp / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
             entries.append({"name": task.name, "type": task.type, "yaml": str(out_dir / f"{task.name}.yaml"),
