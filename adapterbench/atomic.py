@@ -1,14 +1,18 @@
 """Files and folders written whole or not at all: built beside their final place, renamed into it on success,
-removed on any error or interruption, so a killed process never leaves half a report, cache, checkpoint or adapter."""
+removed on any error or interruption, so a killed process never leaves half a report, cache, checkpoint or adapter.
+What a kill -9 leaves (it skips every cleanup) carries its writer's process id, and the next writer removes it."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+(?:\.tmp)?$")  # .NAME.PID.RANDOM[.tmp]
 
 
 @contextmanager
@@ -17,7 +21,8 @@ def atomic_file(target: str | Path, newline: str | None = None):
     readers see the old file or the whole new one, never half of it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale(target.parent, target.name)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline=newline) as f:
             yield f
@@ -32,7 +37,8 @@ def atomic_dir(target: str | Path):
     """Yield an empty temporary folder beside `target`; when the block ends without error it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_stale(target.parent, target.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; what it becomes is an ordinary folder
@@ -42,3 +48,48 @@ def atomic_dir(target: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def scratch_dir(name: str):
+    """A private temporary folder, removed afterwards; named like the others, so the next run removes it when this
+    process is killed."""
+    parent = Path(tempfile.gettempdir())
+    remove_stale(parent, name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale(folder: str | Path, name: str | None = None) -> None:
+    """Remove the temporaries in `folder` (of `name`, or of any name) whose writer is no longer running on this
+    machine. A live writer's are kept: two processes may write the same target at once (the last rename wins)."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:  # no folder yet, or not ours to read
+        return
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if match is None or (name is not None and match["name"] != name) or _running(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            try:
+                entry.unlink(missing_ok=True)
+            except OSError:  # not ours to remove: harmless where it is
+                pass
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: asks whether the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a process id (so not our file)
+        return True
+    return True

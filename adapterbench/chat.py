@@ -22,7 +22,8 @@ def _streamer(tokenizer, write: Callable[[str], None]):
 
 def run_chat(base: str = "default", adapters: dict[str, str] | None = None, *, start_with: str | None = None,
              max_new_tokens: int = 256, temperature: float = 0.0, system_prompt: str | None = None,
-             dtype: str = "auto", quant: str = "auto", read: Callable[[str], str] = input,
+             dtype: str = "auto", quant: str = "auto", allow_base_mismatch: bool = False,
+             read: Callable[[str], str] = input,
              write: Callable[[str], None] = print) -> None:
     """The read-answer loop. `read(prompt)` returns a line (EOFError ends the chat); `write(text)` shows text as it
     arrives, without adding newlines."""
@@ -34,7 +35,7 @@ def run_chat(base: str = "default", adapters: dict[str, str] | None = None, *, s
     stay_offline()
     quiet_libraries()
     adapters = adapters or {}
-    lm, _ = load_session(base, adapters, dtype=dtype, quant=quant)
+    lm, _ = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch)
     tokenizer = lm.tokenizer
     if not getattr(tokenizer, "chat_template", None):
         write("note: this tokenizer has no chat template; turns are joined as plain text\n")

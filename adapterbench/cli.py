@@ -115,6 +115,8 @@ def models_info(
 
 
 STORE_HELP = "SQLite store (default: $ADAPTERBENCH_STORE or ./adapterbench.sqlite)."
+MISMATCH_HELP = ("Score adapters whose manifest.json names another base than this one (refused by default; "
+                 "recorded in the store).")
 QUANT_HELP = ("auto (the base as the adapters were trained on it, read from their manifest.json; none without one) "
               "| none | nf4 (4-bit, as QLoRA trains).")
 
@@ -130,6 +132,7 @@ def eval_cmd(
     batch_size: str = typer.Option("auto", help="Sequences per forward pass, or 'auto'."),
     dtype: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32."),
     quant: str = typer.Option("auto", help=QUANT_HELP),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, input, reference and each model's answer."),
     output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval results JSON per model here."),
@@ -147,7 +150,7 @@ def eval_cmd(
         raise UserError(f"--batch-size expects a number or 'auto', got {batch_size!r}")
     evaluation = evaluate(suite, base=base, adapters=adapter, limit=limit, tasks=_parse_csv_list(tasks),
                           batch_size=batch_size, dtype=dtype, quant=quant, store=store,
-                          command="adapterbench " + " ".join(sys.argv[1:]))
+                          command="adapterbench " + " ".join(sys.argv[1:]), allow_base_mismatch=allow_base_mismatch)
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:
         typer.echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2))
@@ -260,6 +263,8 @@ def gate(
 ):
     """Regression gate: is the candidate worse than the baseline, beyond noise? Paired tests on the items both were
     scored on (McNemar's exact test for accuracy-like metrics, paired bootstrap for BLEU, ROUGE, F1, perplexity),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="ADAPTER_DIR refs: "
+                                             + MISMATCH_HELP),
     Holm's correction across the rules; each rule is improved, unchanged or regressed, with its delta, interval and
     p-value.
 
@@ -299,7 +304,7 @@ def gate(
     """
     from adapterbench.harness import gate as gate_mod
 
-    verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules)
+    verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch)
     if out:
         gate_mod.write_verdict_json(verdict, out / "verdict.json")
         gate_mod.write_verdict_markdown(verdict, out / "verdict.md")
@@ -336,12 +341,13 @@ def chat(
     from adapterbench.chat import run_chat
     from adapterbench.harness.evaluate import parse_adapters
 
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
     run_chat(base, parse_adapters(adapter), start_with=use, system_prompt=system, max_new_tokens=max_new_tokens,
-             temperature=temperature, dtype=dtype, quant=quant, write=write)
+             temperature=temperature, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch, write=write)
 
 
 @app.command()
@@ -368,9 +374,11 @@ def generate(
     from adapterbench.harness import store as store_mod
     from adapterbench.harness.generate import format_answers, generate as run_generate
 
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
     evaluation = run_generate(prompts, base=base, adapters=adapter, max_new_tokens=max_new_tokens,
                               system_prompt=system, chat_template=not no_chat_template, dtype=dtype, quant=quant,
-                              store=store, command="adapterbench " + " ".join(sys.argv[1:]))
+                              store=store, command="adapterbench " + " ".join(sys.argv[1:]),
+                              allow_base_mismatch=allow_base_mismatch)
     if predictions_csv:
         store_mod.write_predictions_csv(evaluation, predictions_csv)
     if as_json:

@@ -330,7 +330,9 @@ def test_write_jsonl_is_utf8_and_hash_is_stable(tmp_path):
     path = tmp_path / "sub" / "r.jsonl"
     data.write_jsonl(path, [{"text": "café ∑"}])
     assert path.read_text(encoding="utf-8") == '{"text": "café ∑"}\n' and list(path.parent.iterdir()) == [path]
-    assert data.sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    from adapterbench.digest import file_sha256
+
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_data_module_imports_without_heavy_libraries():

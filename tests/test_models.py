@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from adapterbench.adapters import models
+from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
 
 
@@ -43,7 +44,7 @@ def test_leftover_temp_dir_is_not_taken_for_a_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTERBENCH_HOME", str(tmp_path / "home"))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
-    target_name = f"m-{models._sha256(gguf)[:12]}"
+    target_name = f"m-{file_sha256(gguf)[:12]}"
     # What a killed conversion leaves: the final name without its completion mark.
     (tmp_path / "home" / "models" / target_name).mkdir(parents=True)
     with pytest.raises(Exception):

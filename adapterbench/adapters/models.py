@@ -3,8 +3,6 @@ model dir, convert GGUF once into the cache, and load it in a chosen dtype or 4-
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -12,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from adapterbench.atomic import atomic_dir
+from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
 
 DEFAULT_MODEL = "default"
@@ -46,21 +45,6 @@ def default_gguf() -> Path:
     return Path(spec.origin).parent / DEFAULT_GGUF_FILE
 
 
-def _sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    """Keyed by size and mtime too: a session resolves the same 100 MB GGUF several times, hashing it once."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_model(ref: str = DEFAULT_MODEL) -> Path:
     """A local HF model dir for `ref`, converting a GGUF file into the cache on first use."""
     if ref == DEFAULT_MODEL:
@@ -87,7 +71,7 @@ def resolve_model(ref: str = DEFAULT_MODEL) -> Path:
 def convert_gguf(gguf: Path) -> Path:
     """De-quantize a GGUF model once into $ADAPTERBENCH_HOME/models/<name>-<sha12>, atomically (the completion
     mark is written last, so an older, partial layout is never taken for a valid cache)."""
-    digest = _sha256(gguf)
+    digest = file_sha256(gguf)
     target = home() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (target / _COMPLETE_MARK).is_file():
         return target

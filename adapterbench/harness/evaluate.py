@@ -8,7 +8,6 @@ import json
 import logging
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,15 +37,21 @@ def parse_adapters(specs) -> dict[str, str]:
 
 
 def load_session(base: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
-                 quant: str = "auto", batch_size: int | str = "auto"):
+                 quant: str = "auto", batch_size: int | str = "auto", allow_base_mismatch: bool = False):
     """One base in memory with every adapter attached (checked to fit first). Returns (lm, identities); `lm.quant`
-    is the quantization the base was loaded with."""
-    from adapterbench.adapters.identity import adapter_identity, check_compatible
+    is the quantization the base was loaded with. An adapter trained on another base is refused unless
+    `allow_base_mismatch`; its identity then says `base_mismatch`."""
+    from adapterbench.adapters.identity import adapter_identity, check_base, check_compatible
     from adapterbench.adapters.models import load_model, resolve_model
     from adapterbench.harness.lm import AdapterLM
 
     adapters = adapters or {}
+    # every file check before the model is loaded: a broken or foreign adapter costs no loading time
     identities = {label: adapter_identity(path) for label, path in adapters.items()}
+    base_path = resolve_model(base)
+    base_identity = {"path": str(base_path), "sha256": base_sha(base_path), "base_name": base, "manifest": None}
+    for label in check_base(identities, base_identity["sha256"], allow_mismatch=allow_base_mismatch):
+        identities[label]["base_mismatch"] = True
     quant = resolve_quant(quant, identities)
     model, tokenizer = load_model(base, dtype=dtype, quant=quant)
     for path in adapters.values():
@@ -59,13 +64,16 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
         for label in labels[1:]:
             model.load_adapter(adapters[label], adapter_name=label)
         model.eval()
-    base_path = resolve_model(base)
-    identities = {"base": {"path": str(base_path), "sha256": base_sha(base_path), "base_name": base,
-                           "manifest": None}, **identities}
+    identities = {"base": base_identity, **identities}
     rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
     lm = AdapterLM(model, tokenizer, batch_size=rows)
     lm.quant = quant
     return lm, identities
+
+
+def base_mismatches(identities: dict[str, dict]) -> list[str]:
+    """The labels scored on a base other than their training manifest's (--allow-base-mismatch), for the store."""
+    return [label for label, identity in identities.items() if identity.get("base_mismatch")]
 
 
 def resolve_quant(quant: str, identities: dict[str, dict]) -> str:
@@ -84,12 +92,15 @@ def resolve_quant(quant: str, identities: dict[str, dict]) -> str:
 
 
 def base_sha(path: Path) -> str:
-    """Name the base by its config and the sizes of its weight files: hashing 500 MB on every run costs seconds."""
+    """Name the base by its content: config.json and the sha256 of each weight file (hashed once, then remembered by
+    path, size and mtime), so two bases of one architecture with different weights never share a name."""
     import hashlib
 
+    from adapterbench.digest import file_sha256
+
     digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted(path.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
+        digest.update(f"{weights.name}:{file_sha256(weights)}".encode())
     return digest.hexdigest()
 
 
@@ -227,9 +238,11 @@ def _plain(value):
 
 def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters=None, limit: int | None = None,
              batch_size: int | str = "auto", dtype: str = "auto", quant: str = "auto", tasks: list[str] | None = None,
-             store: str | Path | None = None, save: bool = True, command: str | None = None) -> dict:
+             store: str | Path | None = None, save: bool = True, command: str | None = None,
+             allow_base_mismatch: bool = False) -> dict:
     """Score `base` and each adapter on every task of `suite`. Returns the evaluation (the store's shape) with its
-    id; with save=True it is written to the store in one transaction."""
+    id; with save=True it is written to the store in one transaction. `allow_base_mismatch` scores adapters trained
+    on another base too; config.base_mismatch lists them."""
     from adapterbench.harness import store as store_mod
     from adapterbench.adapters.models import stay_offline
 
@@ -241,15 +254,19 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
         suite = load_suite(suite_path)
     adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
     started = time.time()
-    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size)
+    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size,
+                                  allow_base_mismatch=allow_base_mismatch)
     evaluation = {"id": store_mod.new_evaluation_id(),
                   "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                   "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
                   "base_ref": base, "command": command or " ".join(sys.argv),
                   "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
-                             "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks},
+                             "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
+                             "base_mismatch": base_mismatches(identities)},
                   "environment": environment(), "models": [], "scores": [], "samples": []}
-    with tempfile.TemporaryDirectory(prefix="adapterbench-tasks-") as task_dir:
+    from adapterbench.atomic import scratch_dir
+
+    with scratch_dir("adapterbench-tasks") as task_dir:
         loaded = load_tasks(suite, task_dir, tasks)
         for label, identity in identities.items():
             result = score(lm, loaded, label, limit=limit)

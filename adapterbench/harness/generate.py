@@ -74,19 +74,20 @@ def answer(lm, label: str, prompts: list[str], *, max_new_tokens: int = 128, sys
 def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, max_new_tokens: int = 128,
              system_prompt: str | None = None, chat_template: bool = True, dtype: str = "auto", quant: str = "auto",
              store: str | Path | None = None, save: bool = True, command: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, allow_base_mismatch: bool = False) -> dict:
     """Answer every prompt with the base and each adapter. Returns the evaluation (kind 'generate'; one sample per
     prompt and model, no scores); with save=True it goes into the store."""
     from adapterbench.adapters.models import stay_offline
     from adapterbench.harness import store as store_mod
-    from adapterbench.harness.evaluate import environment, load_session, parse_adapters, quiet_libraries
+    from adapterbench.harness.evaluate import (base_mismatches, environment, load_session, parse_adapters,
+                                               quiet_libraries)
 
     stay_offline()
     quiet_libraries()
     prompts_file = Path(prompts_file)
     prompts = read_prompts(prompts_file)
     adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
-    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant)
+    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch)
     task = prompts_file.stem
     evaluation = {"id": store_mod.new_evaluation_id(), "kind": "generate",
                   "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -94,7 +95,8 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
                   "command": command or " ".join(sys.argv),
                   "config": {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt,
                              "chat_template": chat_template, "dtype": dtype, "quant": lm.quant,
-                             "model_dtype": str(lm.model.dtype).removeprefix("torch.")},
+                             "model_dtype": str(lm.model.dtype).removeprefix("torch."),
+                             "base_mismatch": base_mismatches(identities)},
                   "environment": environment(), "models": [], "scores": [], "samples": []}
     for label, identity in identities.items():
         answers = answer(lm, label, [p["prompt"] for p in prompts], max_new_tokens=max_new_tokens,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import resource
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adapterbench import data
-from adapterbench.atomic import atomic_dir, atomic_file
+from adapterbench.atomic import atomic_dir, atomic_file, remove_stale
 from adapterbench.config import TrainConfig
+from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
-                                               rng_state, save_checkpoint, set_rng_state)
+                                               rng_state, save_checkpoint, save_peft_dir, set_rng_state)
 from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_examples
 from adapterbench.training.dropout import use_fast_lora_dropout
 
@@ -61,8 +63,10 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     if not resume and list_checkpoints(run_dir):
         raise UserError("this run dir already has checkpoints: continue it with --resume, or set another 'out'",
                         path=run_dir)
-    if resume and not list_checkpoints(run_dir):
-        raise UserError("--resume: no checkpoint to resume from", path=run_dir / "checkpoints")
+    if resume and not list_checkpoints(run_dir):  # killed before its first checkpoint: nothing to lose
+        if os.environ.get("RANK", "0") == "0":
+            print(f"--resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
+        resume = False
 
     # --- processes: one, or one per device under `accelerate launch` / torchrun (data-parallel, DDP). Only the main
     # process writes (run dir, store) and evaluates; the others wait for it, for longer than NCCL's 10 min default ---
@@ -117,14 +121,20 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     if resume:
         checkpoint = list_checkpoints(run_dir)[-1]
         state = load_checkpoint(checkpoint, model, optimizer, scheduler, accelerator.process_index)
-        if is_main:
+    if is_main:
+        # what a killed run left: temporaries of its atomic writes, and what it logged after its last checkpoint
+        # (logged again from there; from step 0 when starting over)
+        for folder in (run_dir, run_dir / "checkpoints"):
+            remove_stale(folder)
+        if resume:
             keep_metrics_until(metrics_file, state["step"])
-    else:
-        if is_main:
+        else:
             run_dir.mkdir(parents=True, exist_ok=True)
             metrics_file.write_text("")
-        if config.eval:  # step 0, before any update
-            on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file, model, run_dir))
+        if config.eval:
+            forget_curve_after(store, run_dir, state["step"] if resume else -1)
+    if not resume and config.eval:  # step 0, before any update
+        on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file, model, run_dir))
 
     # --- the loop ---
     pad_id = tokenizer.pad_token_id
@@ -169,12 +179,17 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         state["tokens_seen"] += step_tokens
         window_tokens += step_tokens
         train_loss = loss_sum / max(total_supervised, 1)
-        if not math.isfinite(train_loss):  # the same on every process: all of them stop here
-            last = list_checkpoints(run_dir)
-            raise UserError(f"the training loss became {train_loss} at step {state['step'] + 1}; stopped without "
-                            f"saving. Last good checkpoint: {last[-1] if last else 'none'} (try a lower lr)")
+        # Nothing is saved, evaluated or logged after a non-finite loss, gradient or update: a finite loss can
+        # still back-propagate to an inf gradient, and clipping that makes every weight NaN. The three values are
+        # the same on every process: all of them stop here.
+        if not math.isfinite(train_loss):
+            raise diverged(f"the training loss became {train_loss}", state["step"] + 1, run_dir)
         grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+        if not math.isfinite(grad_norm):
+            raise diverged(f"the gradient norm became {grad_norm}", state["step"] + 1, run_dir)
         optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise diverged("the adapter weights became NaN/inf", state["step"] + 1, run_dir)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
@@ -211,6 +226,12 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
                               accelerator.num_processes)
 
     return on_main(accelerator, finish)
+
+
+def diverged(what: str, step: int, run_dir: Path) -> UserError:
+    last = list_checkpoints(run_dir)
+    return UserError(f"{what} at step {step}; stopped without saving. Last good checkpoint: "
+                     f"{last[-1] if last else 'none'} (try a lower lr)")
 
 
 def on_main(accelerator, fn, share: bool = True):
@@ -373,8 +394,8 @@ def update_best(config: TrainConfig, state: dict, metrics: dict, model, run_dir:
         return False
     value = metrics[metric]
     min_delta = rule.min_delta if rule else 0.0
-    improved = state["best"] is None or (value < state["best"] - min_delta if mode == "min"
-                                         else value > state["best"] + min_delta)
+    improved = math.isfinite(value) and (state["best"] is None or (value < state["best"] - min_delta if mode == "min"
+                                                                   else value > state["best"] + min_delta))
     if improved:
         state.update(best=value, best_step=state["step"], evals_without_gain=0)
         save_adapter(model, run_dir / "best")
@@ -386,7 +407,15 @@ def update_best(config: TrainConfig, state: dict, metrics: dict, model, run_dir:
 def save_adapter(model, target: Path) -> None:
     """A standard PEFT dir, written whole or not at all."""
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
+        save_peft_dir(model, tmp)
+
+
+def forget_curve_after(store, run_dir: Path, step: int) -> None:
+    """Drop this run's curve points after `step` from the store (a resumed run evaluates those steps again)."""
+    from adapterbench.harness import store as store_mod
+
+    with store_mod.connect(store) as conn:
+        store_mod.forget_train_steps(conn, str(run_dir.resolve()), after_step=step)
 
 
 def log(path: Path, record: dict) -> None:
@@ -414,7 +443,7 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
     data_files = {name: str(path) for name, path in (("train", config.data.train), ("val", config.data.val)) if path}
     manifest = {
         "base": {"ref": config.base_model, "path": str(base_path), "sha256": base_sha(base_path)},
-        "data": {name: {"path": path, "sha256": data.sha256_file(path)} for name, path in data_files.items()},
+        "data": {name: {"path": path, "sha256": file_sha256(path)} for name, path in data_files.items()},
         "config": config.model_dump(mode="json"),
         "seed": config.seed,
         "environment": environment(),
