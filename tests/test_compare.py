@@ -32,7 +32,7 @@ def test_aggregate_is_each_tasks_own_aggregation():
         aggregate("precision_training", golds)
 
 
-def test_batched_resamples_equal_the_plain_aggregation_for_every_kind_of_metric():
+def test_batched_weight_rows_equal_the_plain_aggregation_for_every_kind_of_metric():
     rng = random.Random(0)
     words = "the cat sat on a mat dog ran".split()
     cases = {
@@ -44,11 +44,13 @@ def test_batched_resamples_equal_the_plain_aggregation_for_every_kind_of_metric(
         **{m: _class_items(rng, 40) for m in ("f1_macro", "f1_weighted", "precision_quantization",
                                               "recall_training", "f1_evaluation")},
     }
-    idx = np.random.default_rng(0).integers(0, 40, size=(25, 40))
+    # Weight rows as a bootstrap draws them (counts, zeros included) and as a permutation swaps them (0/1).
+    weights = np.random.default_rng(0).multinomial(40, [1 / 40] * 40, size=25).astype(float)
+    weights = np.vstack([weights, np.random.default_rng(1).integers(0, 2, size=(5, 40))])
     for metric, items in cases.items():
         value = aggregator(metric, LABELS)
-        fast = value.batched(items)(idx)
-        slow = [value([items[i] for i in row]) for row in idx]
+        fast = value.batched(items)(weights)
+        slow = [value([item for item, w in zip(items, row) for _ in range(int(w))]) for row in weights]
         np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12, err_msg=metric)
 
 
@@ -96,7 +98,7 @@ def test_compare_rows_have_an_interval_and_holm_runs_across_tasks_per_metric():
     for row in result["rows"]:
         assert row["ci_low"] <= row["delta"] <= row["ci_high"]
         assert row["delta"] > 0 and row["p_value"] < 0.01
-        assert row["test"] == ("mcnemar" if row["metric"] == "acc" else "bootstrap")
+        assert row["test"] == ("mcnemar" if row["metric"] == "acc" else "permutation")
     acc = [r for r in result["rows"] if r["metric"] == "acc"]
     ranked = sorted(acc, key=lambda r: r["p_value"])
     assert ranked[0]["p_holm"] == pytest.approx(min(1.0, 3 * ranked[0]["p_value"]))

@@ -1,11 +1,15 @@
-"""The paired statistics against statsmodels/scipy references, and the vectorised BLEU against sacrebleu."""
+"""The paired statistics against statsmodels/scipy/sklearn/sacrebleu references (exact permutation p-values by brute
+force), and the vectorised BLEU against sacrebleu."""
 
 import random
 
 import numpy as np
 import pytest
 
-from adapterbench.harness.stats import holm, mcnemar_exact, newcombe_paired_interval, paired_bootstrap, wilson_interval
+from adapterbench.harness.stats import (
+    holm, mcnemar_exact, minimum_detectable_effect, newcombe_paired_interval, paired_bootstrap, paired_permutation,
+    seed_t_test, t_quantile, t_two_sided_p, units_needed, wilson_interval,
+)
 from adapterbench.tasks.metrics import bleu_corpus, bleu_from_statistics, bleu_statistics
 
 
@@ -55,10 +59,10 @@ def test_newcombe_paired_interval_matches_published_example():
     assert low < 0 < high
 
 
-def test_paired_bootstrap_of_identical_sides_is_a_zero_delta_with_p_one():
+def test_paired_bootstrap_of_identical_sides_is_a_zero_delta_and_interval():
     x = list(np.random.default_rng(1).normal(size=200))
     result = paired_bootstrap(x, x, np.mean, iters=300)
-    assert result == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}
+    assert result == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "se": 0.0}
 
 
 def test_paired_bootstrap_finds_a_shift_and_its_interval_contains_it():
@@ -67,9 +71,9 @@ def test_paired_bootstrap_finds_a_shift_and_its_interval_contains_it():
     b = a + 0.2 + rng.normal(scale=0.3, size=150)
     result = paired_bootstrap(list(a), list(b), np.mean, iters=1000)
     assert result["delta"] == pytest.approx(float(np.mean(b) - np.mean(a)))
-    assert result["ci_low"] < result["delta"] < result["ci_high"]
-    assert 0 < result["ci_low"]  # the interval excludes 0, and the p-value agrees with it
-    assert result["p_value"] == pytest.approx(2 / 1001)
+    assert 0 < result["ci_low"] < result["delta"] < result["ci_high"]
+    # the bootstrap standard error of a mean difference is the textbook sd / sqrt(n), within resampling error
+    assert result["se"] == pytest.approx(np.std(b - a, ddof=1) / np.sqrt(150), rel=0.1)
 
 
 def test_paired_bootstrap_pairs_items_so_shared_noise_cancels():
@@ -81,13 +85,12 @@ def test_paired_bootstrap_pairs_items_so_shared_noise_cancels():
     assert result["ci_low"] == pytest.approx(0.05) and result["ci_high"] == pytest.approx(0.05)
 
 
-def test_paired_bootstrap_is_deterministic_per_seed_and_p_reflects_noise():
+def test_paired_bootstrap_is_deterministic_per_seed():
     rng = np.random.default_rng(4)
     a, b = list(rng.normal(size=60)), list(rng.normal(size=60))
     first = paired_bootstrap(a, b, np.mean, iters=400, seed=7)
     assert paired_bootstrap(a, b, np.mean, iters=400, seed=7) == first
     assert paired_bootstrap(a, b, np.mean, iters=400, seed=8) != first
-    assert first["p_value"] > 0.05 or first["ci_low"] > 0 or first["ci_high"] < 0  # p and interval agree
 
 
 def test_paired_bootstrap_uses_a_batched_aggregate_when_given():
@@ -99,7 +102,7 @@ def test_paired_bootstrap_uses_a_batched_aggregate_when_given():
     def batched(items):
         values = np.asarray(items, dtype=float)
         calls.append(len(items))
-        return lambda idx: values[idx].mean(axis=1)
+        return lambda weights: weights @ values / weights.sum(axis=1)
 
     mean.batched = batched
     x = list(np.arange(50.0))
@@ -110,15 +113,157 @@ def test_paired_bootstrap_uses_a_batched_aggregate_when_given():
     assert fast == pytest.approx(slow)
 
 
-def test_paired_bootstrap_p_never_beats_an_exact_test_on_few_items():
-    # Three items, all better: every resample agrees, but three sign flips cannot give p below 2 / 2**3.
-    assert paired_bootstrap([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], np.mean, iters=500)["p_value"] == 0.25
-    assert paired_bootstrap([0.1], [0.9], np.mean, iters=500)["p_value"] == 1.0
+def test_cluster_bootstrap_with_singleton_clusters_is_the_item_bootstrap_and_wider_with_real_clusters():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=120)
+    shared = np.repeat(rng.normal(scale=0.5, size=12), 10)  # 12 paragraphs of 10 questions, one shift each
+    b = a + 0.1 + shared + rng.normal(scale=0.1, size=120)
+    plain = paired_bootstrap(list(a), list(b), np.mean, iters=500, seed=1)
+    assert paired_bootstrap(list(a), list(b), np.mean, clusters=list(range(120)), iters=500, seed=1) == plain
+    clustered = paired_bootstrap(list(a), list(b), np.mean, clusters=list(np.repeat(np.arange(12), 10)), iters=500)
+    # the delta's real spread is the paragraphs' (0.5 / sqrt(12) = 0.14), not the items' (0.5 / sqrt(120) = 0.046)
+    assert clustered["se"] > 2 * plain["se"]
+    assert clustered["se"] == pytest.approx(np.std(shared[::10], ddof=1) / np.sqrt(12), rel=0.2)
 
 
-def test_paired_bootstrap_refuses_unpaired_input():
-    with pytest.raises(ValueError):
-        paired_bootstrap([1.0, 2.0], [1.0], np.mean)
+def test_paired_tests_refuse_unpaired_input():
+    for function in (paired_bootstrap, paired_permutation):
+        with pytest.raises(ValueError):
+            function([1.0, 2.0], [1.0], np.mean)
+    with pytest.raises(ValueError, match="cluster keys"):
+        paired_permutation([1.0, 2.0], [1.0, 3.0], np.mean, clusters=["a"])
+
+
+def test_permutation_of_a_mean_equals_scipys_exact_paired_permutation_test():
+    from scipy.stats import permutation_test
+
+    rng = np.random.default_rng(6)
+    for trial in range(6):
+        a = rng.normal(size=11).round(1)
+        b = a + rng.normal(0.3, 1.0, size=11).round(1)
+        b[:trial] = a[:trial]  # items that did not move: they cannot flip, and scipy's 2**11 patterns agree
+        ours = paired_permutation(list(a), list(b), np.mean)
+        theirs = permutation_test((b, a), lambda x, y: np.mean(x) - np.mean(y), permutation_type="samples",
+                                  n_resamples=np.inf).pvalue
+        assert ours["method"] == "exact" and ours["units_differing"] == int(np.count_nonzero(a != b))
+        assert ours["p_value"] == pytest.approx(theirs, abs=1e-12)
+
+
+def test_permutation_sees_only_the_items_that_differ():
+    # 100 items at ROUGE-L 0.30, the candidate 0.05 lower on 4 of them: 4 sign flips can give at best p = 2/16
+    base = [0.30] * 100
+    cand = [0.25] * 4 + [0.30] * 96
+    result = paired_permutation(base, cand, np.mean)
+    assert (result["method"], result["units_differing"], result["p_value"]) == ("exact", 4, 0.125)
+    assert paired_permutation(base, base, np.mean) == {"delta": 0.0, "p_value": 1.0, "method": "exact",
+                                                       "units_differing": 0}
+
+
+def _swapped(a, b, pattern):
+    return ([y if s else x for x, y, s in zip(a, b, pattern)], [x if s else y for x, y, s in zip(a, b, pattern)])
+
+
+def test_permutation_of_corpus_bleu_and_macro_f1_equals_brute_force_with_the_reference_libraries():
+    import itertools
+
+    import sacrebleu
+    from sklearn.metrics import f1_score
+
+    from adapterbench.harness.compare import aggregator
+
+    rng = random.Random(7)
+    refs = [(" ".join(rng.choice("the cat sat on a mat dog ran".split()) for _ in range(6))) for _ in range(9)]
+    outs_a = [r if i % 3 else r.split(" ", 2)[-1] for i, r in enumerate(refs)]
+    outs_b = [r.rsplit(" ", 1)[0] if i < 6 else outs_a[i] for i, r in enumerate(refs)]  # 6 items differ
+    a, b = list(zip(outs_a, refs)), list(zip(outs_b, refs))
+
+    def corpus(items):
+        return sacrebleu.corpus_bleu([p for p, _ in items], [[r for _, r in items]]).score
+
+    golds = [rng.randrange(3) for _ in range(10)]
+    ca = [(g, rng.randrange(3)) for g in golds]
+    cb = [(g, p if i >= 7 else rng.randrange(3)) for i, (g, p) in enumerate(ca)]
+
+    def macro(items):
+        return f1_score([g for g, _ in items], [p for _, p in items], average="macro", labels=[0, 1, 2],
+                        zero_division=0)
+
+    for x, y, ours, reference in ((a, b, aggregator("bleu"), corpus),
+                                  (ca, cb, aggregator("f1_macro", ["x", "y", "z"]), macro)):
+        observed = reference(y) - reference(x)
+        moving = [i for i in range(len(x)) if x[i] != y[i]]
+        reached = 0
+        for bits in itertools.product((0, 1), repeat=len(moving)):
+            pattern = [0] * len(x)
+            for i, bit in zip(moving, bits):
+                pattern[i] = bit
+            xs, ys = _swapped(x, y, pattern)
+            reached += abs(reference(ys) - reference(xs)) >= abs(observed) - 1e-9
+        result = paired_permutation(x, y, ours)
+        assert result["delta"] == pytest.approx(observed, abs=1e-9)
+        assert result["p_value"] == pytest.approx(reached / 2 ** len(moving), abs=1e-12)
+
+
+def test_permutation_of_clusters_swaps_each_cluster_whole():
+    import itertools
+
+    a = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    b = [0.3, 0.4, 0.2, 0.6, 0.5, 0.6, 0.8, 0.8]
+    clusters = ["p1", "p1", "p2", "p2", "p3", "p3", None, None]  # None: an item of its own
+    observed = np.mean(b) - np.mean(a)
+    groups = [[0, 1], [2, 3], [4, 5], [6], [7]]
+    reached = 0
+    for bits in itertools.product((0, 1), repeat=len(groups)):
+        pattern = [0] * 8
+        for group, bit in zip(groups, bits):
+            for i in group:
+                pattern[i] = bit
+        xs, ys = _swapped(a, b, pattern)
+        reached += abs(np.mean(ys) - np.mean(xs)) >= abs(observed) - 1e-12
+    result = paired_permutation(a, b, np.mean, clusters=clusters)
+    # p3's items and the last item do not differ: 3 units can flip (2**3 patterns, each counted 4 times above)
+    assert result["units_differing"] == 3 and result["p_value"] == pytest.approx(reached / 32)
+
+
+def test_permutation_goes_monte_carlo_past_the_exact_limit_with_the_plus_one_correction():
+    rng = np.random.default_rng(8)
+    a = list(rng.normal(size=40))
+    b = [x + 1.0 for x in a]  # every item better: no random pattern reaches the observed delta
+    result = paired_permutation(a, b, np.mean, iters=999, seed=3)
+    assert result["method"] == "monte carlo" and result["p_value"] == pytest.approx(1 / 1000)
+    assert paired_permutation(a, b, np.mean, iters=999, seed=3) == result  # seeded
+    exact = paired_permutation(a[:12], b[:12], np.mean, exact_units=12)
+    assert exact["method"] == "exact" and exact["p_value"] == pytest.approx(2 / 2 ** 12)
+
+
+def test_t_distribution_and_seed_t_test_equal_scipy():
+    from scipy import stats as scipy_stats
+
+    for df in (1, 2, 3, 4, 5, 8, 13, 30):
+        for t in (0.0, 0.3, 1.0, 2.1, 4.3, 12.0):
+            assert t_two_sided_p(t, df) == pytest.approx(2 * scipy_stats.t.sf(t, df), abs=1e-12)
+        assert t_quantile(0.975, df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-9)
+    rng = np.random.default_rng(9)
+    for m_a, m_b in ((2, 2), (1, 2), (3, 5)):
+        a, b = rng.normal(0.6, 0.03, m_a), rng.normal(0.62, 0.03, m_b)
+        ours = seed_t_test(list(a), list(b), confidence=0.9)
+        reference = scipy_stats.ttest_ind(b, a, equal_var=True)
+        assert ours["p_value"] == pytest.approx(reference.pvalue, abs=1e-12) and ours["df"] == m_a + m_b - 2
+        low, high = reference.confidence_interval(0.9)
+        assert (ours["ci_low"], ours["ci_high"]) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    with pytest.raises(ValueError, match="three in all"):
+        seed_t_test([0.5], [0.6])
+
+
+def test_minimum_detectable_effect_has_the_stated_power_by_statsmodels():
+    power = pytest.importorskip("statsmodels.stats.power")
+    se, n = 0.02, 200
+    mde = minimum_detectable_effect(se, alpha=0.05, power=0.8)
+    # a z-test of a paired mean with per-item sd se * sqrt(n): power at delta = mde is 80 % (plus the far tail)
+    assert power.normal_power(mde / (se * np.sqrt(n)), n, 0.05) == pytest.approx(0.8, abs=1e-4)
+    needed = units_needed(se, n, 0.03)
+    sd = se * np.sqrt(n)
+    assert power.normal_power(0.03 / sd, needed, 0.05) >= 0.8 > power.normal_power(0.03 / sd, needed - 1, 0.05)
 
 
 def _sentences(rng, n):

@@ -1,5 +1,5 @@
-"""Paired comparison of two scored models, item by item: every metric recomputed on the items both answered, its
-delta with an interval and a p-value (McNemar for 0/1 metrics, paired bootstrap otherwise), Holm across tasks."""
+"""Paired comparison of two scored models (or two sets of seeds), item by item: every metric recomputed on the items
+both answered, its delta with an interval, a p-value and the minimum detectable delta, Holm across tasks."""
 
 from __future__ import annotations
 
@@ -67,8 +67,10 @@ def group_scores(samples_by_model: dict[str, list[dict]], metrics: Sequence[str]
 
 
 def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Sequence], float]:
-    """aggregate(metric, ...) as a function of the items, carrying `.batched(items)` for stats.paired_bootstrap:
-    a function from an index array (resamples x items) to every resample's aggregate, computed with numpy."""
+    """aggregate(metric, ...) as a function of the items, carrying `.batched(items)` for the resampling tests in
+    harness.stats: a function from a weight array (rows x items: how often each item counts in a row) to every
+    row's aggregate, computed with numpy. A bootstrap resample and a permutation's swapped sides are both weight
+    rows, so one vectorised aggregation serves both."""
     import numpy as np
 
     if metric == "bleu":
@@ -77,14 +79,14 @@ def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Se
 
         def batched(items):
             table = task_metrics.bleu_statistics(items)
-            return lambda idx: task_metrics.bleu_from_statistics(table[idx].sum(axis=1))
+            return lambda weights: task_metrics.bleu_from_statistics(weights @ table)
     elif metric in PERPLEXITIES:
         def value(items):
             return float(_perplexity(metric, sum(i[0] for i in items), sum(i[1] for i in items)))
 
         def batched(items):
             loglik, size = np.asarray(items, dtype=float).reshape(-1, 2).T
-            return lambda idx: _perplexity(metric, loglik[idx].sum(axis=1), size[idx].sum(axis=1))
+            return lambda weights: _perplexity(metric, weights @ loglik, weights @ size)
     elif metric in CLASS_AVERAGES or _looks_per_class(metric):
         kind, index = (metric, None) if metric in CLASS_AVERAGES else _per_class(metric, labels)
 
@@ -102,52 +104,60 @@ def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Se
 
         def batched(items):
             values = np.asarray(items, dtype=float)
-            return lambda idx: values[idx].mean(axis=1)
+            return lambda weights: (weights @ values) / weights.sum(axis=1)
     value.batched = batched
     return value
 
 
-def compare(baseline: dict, baseline_label: str, candidate: dict, candidate_label: str, *,
-            tasks: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-            iters: int = stats.PAIRED_ITERS, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Compare model `candidate_label` of evaluation `candidate` with `baseline_label` of `baseline` (evaluations
-    as store.load_evaluation(..., with_samples=True) gives them; they may be the same one), on the items both
-    answered, paired by (task, doc_hash).
+Side = Sequence[tuple[dict, str]]  # one side of a comparison: (evaluation, model label) per seed
+
+
+def compare(baseline: dict, baseline_label: str, candidate: dict, candidate_label: str, **options) -> dict:
+    """compare_sides with one evaluation per side: model `candidate_label` of `candidate` against
+    `baseline_label` of `baseline` (they may be the same evaluation)."""
+    return compare_sides([(baseline, baseline_label)], [(candidate, candidate_label)], **options)
+
+
+def compare_sides(baselines: Side, candidates: Side, *, tasks: Iterable[str] | None = None,
+                  metrics: Iterable[str] | None = None, iters: int = stats.PAIRED_ITERS, seed: int = 0,
+                  confidence: float = 0.95) -> dict:
+    """Compare the candidate side with the baseline side, each one or more (evaluation, label) runs (evaluations
+    as store.load_evaluation(..., with_samples=True) gives them), on the items every run answered, paired by
+    (task, doc_hash).
 
     Returns {"rows": [...], "unmatched": {task: {"only_baseline", "only_candidate", "shared"}} (item counts),
-    "confidence", "iters", "seed"}. One row per task and metric present on both sides: task, metric,
-    higher_is_better, test, n_items, baseline, candidate (each recomputed on the paired items only),
-    delta = candidate - baseline, ci_low, ci_high (at `confidence`), p_value, and p_holm (Holm over the rows of the
-    same metric across tasks).
-    0/1 metrics (acc, acc_norm, unparseable_rate) get McNemar's exact test and Newcombe's paired score interval
-    (deterministic, and sound with few discordant pairs); every other metric gets the paired bootstrap (its
-    percentile interval and the p-value that inverts it, see stats.paired_bootstrap). Per-class metrics use the
-    task's label list read from the per-sample records.
+    "confidence", "iters", "seed"}. One row per task and metric present on both sides (see paired_row for its
+    keys); p_holm is Holm over the rows of the same metric across tasks.
     """
     tasks = None if tasks is None else set(tasks)
     metrics = None if metrics is None else set(metrics)
-    base_items, cand_items = _items(baseline, baseline_label), _items(candidate, candidate_label)
+    runs = [[_items(e, label) for e, label in side] for side in (baselines, candidates)]
     rows, unmatched = [], {}
-    for task in dict.fromkeys([*base_items, *cand_items]):
+    for task in dict.fromkeys(t for side in runs for run in side for t in run):
         if tasks is not None and task not in tasks:
             continue
-        a, b = base_items.get(task, {}), cand_items.get(task, {})
-        shared = [key for key in a if key in b]
-        unmatched[task] = {"only_baseline": len(a) - len(shared), "only_candidate": len(b) - len(shared),
+        per_run = [[run.get(task, {}) for run in side] for side in runs]
+        every = [run for side in per_run for run in side]
+        shared = [key for key in every[0] if all(key in run for run in every[1:])]
+        seen = [set().union(*side) for side in per_run]
+        unmatched[task] = {"only_baseline": len(seen[0]) - len(shared), "only_candidate": len(seen[1]) - len(shared),
                            "shared": len(shared)}
         if not shared:
             continue
-        first_a, first_b = a[shared[0]], b[shared[0]]
-        labels = label_slugs(first_a) or None
+        first = [run[shared[0]]["metrics"] for run in every]
+        labels = label_slugs(first[0]) or None
         # a per-class metric whose label is not in the recorded label list cannot be aggregated: left out
-        names = [m for m in first_a if m in first_b and (metrics is None or m in metrics)
+        names = [m for m in first[0] if all(m in f for f in first[1:]) and (metrics is None or m in metrics)
                  and not (_looks_per_class(m) and m.partition("_")[2] not in (labels or ()))]
         for metric in names:
-            pairs = [(a[k][metric], b[k][metric]) for k in shared
-                     if a[k].get(metric) is not None and b[k].get(metric) is not None]
-            if pairs:
-                xs, ys = [_plain(x) for x, _ in pairs], [_plain(y) for _, y in pairs]
-                rows.append(_row(task, metric, xs, ys, labels, iters=iters, seed=seed, confidence=confidence))
+            keys = [k for k in shared if all(run[k]["metrics"].get(metric) is not None for run in every)]
+            if not keys:
+                continue
+            values = [[[_plain(run[k]["metrics"][metric]) for k in keys] for run in side] for side in per_run]
+            clusters = [every[0][k].get("cluster") for k in keys]
+            rows.append(paired_row(task, metric, values[0], values[1], labels=labels,
+                                   clusters=clusters if any(c is not None for c in clusters) else None,
+                                   iters=iters, seed=seed, confidence=confidence))
     for metric in dict.fromkeys(r["metric"] for r in rows):
         group = [r for r in rows if r["metric"] == metric and math.isfinite(r["p_value"])]
         for row, adjusted in zip(group, stats.holm([r["p_value"] for r in group])):
@@ -155,30 +165,88 @@ def compare(baseline: dict, baseline_label: str, candidate: dict, candidate_labe
     return {"rows": rows, "unmatched": unmatched, "confidence": confidence, "iters": iters, "seed": seed}
 
 
-def _row(task: str, metric: str, xs: list, ys: list, labels, *, iters: int, seed: int, confidence: float) -> dict:
+def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candidate_runs: Sequence[Sequence], *,
+               labels: Sequence[str] | None = None, clusters: Sequence | None = None, iters: int = stats.PAIRED_ITERS,
+               seed: int = 0, confidence: float = 0.95) -> dict:
+    """One comparison row from per-item values of `metric`: each side a list of runs (seeds), each run the values
+    of the same items in the same order; `clusters` (one key per item, or None) groups items that are not
+    independent.
+
+    One run per side asks "do these two checkpoints differ on items like these?": 0/1 metrics get McNemar's exact
+    test with Newcombe's interval; every other metric, and 0/1 metrics with clusters, the paired permutation test
+    (stats.paired_permutation: swaps items, or whole clusters) with a paired bootstrap interval. Several runs on a
+    side ask "does the recipe differ, beyond seed-to-seed noise?": each run's aggregate on the shared items is one
+    observation, and Student's t across them (stats.seed_t_test) gives the interval and the p-value.
+
+    Keys: task, metric, higher_is_better, question ("checkpoints" or "recipes"), seeds ([baseline, candidate]),
+    test, method, interval, n_items, n_clusters, baseline, candidate (the mean over seeds), delta, ci_low, ci_high,
+    p_value, p_holm (NaN until Holm runs), se (the delta's standard error), df (the t-test's, across seeds) and mde
+    (the minimum detectable delta at alpha = 1 - confidence and 80 % power, see minimum_detectable_delta)."""
+    xs, ys = baseline_runs[0], candidate_runs[0]
     if labels is None and metric in CLASS_AVERAGES:
-        # no label list recorded: count the labels both sides saw, so both average over the same ones
-        labels = [str(i) for i in range(_n_labels(xs + ys, None))]
+        # no label list recorded: count the labels every run saw, so all average over the same ones
+        labels = [str(i) for i in range(_n_labels([i for run in (*baseline_runs, *candidate_runs) for i in run],
+                                                  None))]
     value = aggregator(metric, labels)
-    base, cand = float(value(xs)), float(value(ys))
-    if metric in BINARY_METRICS and all(v in (0, 1) for v in (*xs, *ys)):
+    n = len(xs)
+    n_clusters = None if clusters is None else len({("item", i) if c is None else c for i, c in enumerate(clusters)})
+    row = {"task": task, "metric": metric, "higher_is_better": higher_is_better(metric),
+           "seeds": [len(baseline_runs), len(candidate_runs)], "n_items": n, "n_clusters": n_clusters,
+           "p_holm": math.nan, "df": None}
+    if len(baseline_runs) > 1 or len(candidate_runs) > 1:
+        base = [float(value(run)) for run in baseline_runs]
+        cand = [float(value(run)) for run in candidate_runs]
+        result = stats.seed_t_test(base, cand, confidence=confidence)
+        row.update(question="recipes", test="seed t-test", method=f"t, {result['df']} df", interval="t",
+                   baseline=math.fsum(base) / len(base), candidate=math.fsum(cand) / len(cand),
+                   delta=result["delta"], ci_low=result["ci_low"], ci_high=result["ci_high"],
+                   p_value=result["p_value"], se=result["se"], df=result["df"])
+        row["mde"] = minimum_detectable_delta(row, alpha=1 - confidence)
+        return row
+    row.update(question="checkpoints", baseline=float(value(xs)), candidate=float(value(ys)))
+    row["delta"] = row["candidate"] - row["baseline"]
+    if metric in BINARY_METRICS and clusters is None and all(v in (0, 1) for v in (*xs, *ys)):
         both = sum(1 for x, y in zip(xs, ys) if x == 1 and y == 1)
         only_cand = sum(1 for x, y in zip(xs, ys) if x == 0 and y == 1)
         only_base = sum(1 for x, y in zip(xs, ys) if x == 1 and y == 0)
-        low, high = stats.newcombe_paired_interval(both, only_cand, only_base, len(xs) - both - only_cand - only_base,
+        low, high = stats.newcombe_paired_interval(both, only_cand, only_base, n - both - only_cand - only_base,
                                                    confidence=confidence)
-        test, p_value = "mcnemar", stats.mcnemar_exact(only_base, only_cand)
+        discordant, shift = (only_cand + only_base) / n, (only_cand - only_base) / n
+        row.update(test="mcnemar", method="exact", interval="newcombe", ci_low=low, ci_high=high,
+                   p_value=stats.mcnemar_exact(only_base, only_cand),
+                   se=math.sqrt(max(0.0, discordant - shift * shift) / n))
     else:
-        result = stats.paired_bootstrap(xs, ys, value, iters=iters, seed=seed, confidence=confidence)
-        test, low, high, p_value = "bootstrap", result["ci_low"], result["ci_high"], result["p_value"]
-    return {"task": task, "metric": metric, "higher_is_better": higher_is_better(metric), "test": test,
-            "n_items": len(xs), "baseline": base, "candidate": cand, "delta": cand - base, "ci_low": low,
-            "ci_high": high, "p_value": p_value, "p_holm": math.nan}
+        test = stats.paired_permutation(xs, ys, value, clusters=clusters, iters=iters, seed=seed)
+        interval = stats.paired_bootstrap(xs, ys, value, clusters=clusters, iters=iters, seed=seed,
+                                          confidence=confidence)
+        row.update(test="permutation", method=test["method"],
+                   interval="cluster bootstrap" if clusters is not None else "bootstrap",
+                   ci_low=interval["ci_low"], ci_high=interval["ci_high"], p_value=test["p_value"],
+                   se=interval["se"])
+    row["mde"] = minimum_detectable_delta(row, alpha=1 - confidence)
+    return row
+
+
+def minimum_detectable_delta(row: dict, *, alpha: float, power: float = stats.POWER) -> float:
+    """The smallest true delta the row's test would detect at `alpha` with `power`, from the delta's standard
+    error `se` (stats.minimum_detectable_effect; across seeds with t quantiles on the row's `df`). An exact
+    test on units that flip cannot go below p = 2 / 2**k with k units differing, so for a 0/1 metric at least
+    that many items must change: the MDE is never below k / n items' worth."""
+    se = row.get("se")
+    if se is None or not math.isfinite(se):
+        return math.nan
+    if row.get("df") is not None:
+        return (stats.t_quantile(1 - alpha / 2, row["df"]) + stats.t_quantile(power, row["df"])) * se
+    mde = stats.minimum_detectable_effect(se, alpha=alpha, power=power)
+    if row["test"] == "mcnemar":
+        flips = math.ceil(math.log2(2 / alpha) + 1e-12)  # the fewest one-sided discordant pairs with p < alpha
+        mde = max(mde, flips / row["n_items"])
+    return mde
 
 
 def _items(evaluation: dict, label: str) -> dict[str, dict[tuple, dict]]:
-    """{task: {item key: per-sample metrics}} of one model, keyed by content hash (the doc id where no hash was
-    kept) and occurrence, so a data file holding the same item twice pairs its copies in order."""
+    """{task: {item key: sample}} of one model, keyed by content hash (the doc id where no hash was kept) and
+    occurrence, so a data file holding the same item twice pairs its copies in order."""
     if label not in {m["label"] for m in evaluation["models"]}:
         known = ", ".join(m["label"] for m in evaluation["models"])
         raise ValueError(f"evaluation {evaluation.get('id')} has no model {label!r}; its models: {known}")
@@ -189,7 +257,7 @@ def _items(evaluation: dict, label: str) -> dict[str, dict[tuple, dict]]:
             continue
         ident = (sample["task"], sample.get("doc_hash") or f"id:{sample['doc_id']}")
         occurrence = seen[ident] = seen.get(ident, -1) + 1
-        out.setdefault(sample["task"], {})[(ident[1], occurrence)] = sample["metrics"]
+        out.setdefault(sample["task"], {})[(ident[1], occurrence)] = sample
     return out
 
 
@@ -220,25 +288,32 @@ def _per_class(metric: str, labels: Sequence[str] | None) -> tuple[str, int]:
 
 
 def _n_labels(items: Sequence, labels: Sequence[str] | None) -> int:
-    return max([len(labels or ())] + [max(int(g), int(p)) + 1 for g, p in items])
+    import numpy as np
+
+    pairs = np.asarray(items, dtype=np.int64).reshape(-1, 2)
+    return max(len(labels or ()), int(pairs.max()) + 1 if len(pairs) else 0)
 
 
 def _classification_batched(items: Sequence, n_labels: int, kind: str, index: int | None) -> Callable:
-    """Per-resample confusion matrices by one bincount; then the metrics as metrics._class_stats defines them (an
-    unparseable prediction is a false negative of its gold label, a false positive of none; 0.0 where undefined)."""
+    """Per-row confusion matrices as weighted cell counts (weights x one-hot of each item's cell, over the cells
+    that occur); then the metrics as metrics._class_stats defines them (an unparseable prediction is a false
+    negative of its gold label, a false positive of none; 0.0 where undefined)."""
     import numpy as np
 
     pairs = np.asarray(items, dtype=np.int64).reshape(-1, 2)
     k = n_labels
     codes = pairs[:, 0] * (k + 1) + np.where(pairs[:, 1] < 0, k, pairs[:, 1])
-    cells = k * (k + 1)
+    present, inverse = np.unique(codes, return_inverse=True)
+    one_hot = np.zeros((len(codes), len(present)))
+    one_hot[np.arange(len(codes)), inverse] = 1.0
 
-    def batched(idx):
-        flat = codes[idx] + cells * np.arange(len(idx))[:, None]
-        counts = np.bincount(flat.ravel(), minlength=cells * len(idx)).reshape(len(idx), k, k + 1)
-        tp = np.einsum("bkk->bk", counts[:, :, :k]).astype(float)
-        support = counts.sum(axis=2).astype(float)
-        predicted = counts[:, :, :k].sum(axis=1).astype(float)
+    def batched(weights):
+        counts = np.zeros((len(weights), k * (k + 1)))
+        counts[:, present] = weights @ one_hot
+        counts = counts.reshape(len(weights), k, k + 1)
+        tp = np.einsum("bkk->bk", counts[:, :, :k])
+        support = counts.sum(axis=2)
+        predicted = counts[:, :, :k].sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             scores = {"precision": np.where(predicted > 0, tp / predicted, 0.0),
                       "recall": np.where(support > 0, tp / support, 0.0),

@@ -10,27 +10,38 @@ import re
 import sys
 from contextlib import closing
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from adapterbench.config import GateConfig, key_line, load_gate
 from adapterbench.errors import UserError
+from adapterbench.untrusted import visible
 
 EXIT_CODES = {"passed": 0, "regressed": 1, "incomplete": 2}
 VERDICT_MARKS = {"improved": "✅ improved", "unchanged": "➖ unchanged", "regressed": "❌ regressed",
                  "missing": "⚠️ missing"}
 
 
-def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None = None,
-             rules: GateConfig | str | Path | None = None, warn: Callable[[str], None] | None = None,
-             allow_base_mismatch: bool = False) -> dict:
+def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[str], *,
+             store: str | Path | None = None, rules: GateConfig | str | Path | None = None,
+             warn: Callable[[str], None] | None = None, allow_base_mismatch: bool = False) -> dict:
     """Judge the candidate against the baseline on every rule (no rules: every task of the baseline, on its primary
     metric, max_drop 0, alpha 0.05).
 
-    A REF is a model label (its newest evaluation in the store), `EVAL_ID:LABEL`, or a PEFT adapter dir, which is
-    scored first on the rules' suite (and saved to the store). A row is "regressed" when the candidate is worse
-    than the baseline by more than the rule's max_drop AND its Holm-adjusted p-value is below the rule's alpha,
-    "improved" when it is better with p_holm < alpha, "unchanged" otherwise; "missing" when the two sides share no
-    item of the task. Holm runs over all rule rows: the chance that a build fails on noise alone stays below alpha.
+    Each side is one REF or several (one per training seed of the same config). A REF is a model label (its newest
+    evaluation in the store), `EVAL_ID:LABEL`, or a PEFT adapter dir, which is scored first on the rules' suite
+    (and saved to the store). A row is "regressed" when the candidate is worse than the baseline by more than the
+    rule's max_drop AND its Holm-adjusted p-value is below the rule's alpha, "improved" when it is better with
+    p_holm < alpha, "unchanged" otherwise; "missing" when the two sides share no item of the task.
+
+    Which question the p-values answer depends on the sides (the verdict's `question`):
+    - one REF per side, "checkpoints": do these two models differ on items like these? Holm over all rule rows
+      keeps the chance that two models that are equally good on the task's items fail the build below alpha. It
+      cannot see seed-to-seed noise: two seeds of one config differ by more than item noise, and this question
+      calls that a difference (with an accuracy spread of 3 points across seeds, 9 % false alarms at 300 items).
+    - several REFs on a side, "recipes": do the two training configs differ, beyond seed-to-seed noise? Each
+      seed's aggregate on the items all runs share is one observation (Student's t across them), so two sets of
+      seeds of one config fail at most at alpha (exactly so for normal seed scores); its interval is for these
+      items, not a new test set.
     status: "regressed" if any row regressed, else "incomplete" if any is missing, else "passed" (exit 1 / 2 / 0).
     Partial overlaps and other caveats go to `warnings` and to `warn` (default: stderr).
     """
@@ -44,22 +55,30 @@ def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None 
     elif not isinstance(rules, GateConfig):
         rules_file = str(rules)
         rules = load_gate(rules)
-    sides = _load_sides({"baseline": baseline_ref, "candidate": candidate_ref}, rules, store, rules_file,
-                        allow_base_mismatch)
-    (base_eval, base_label), (cand_eval, cand_label) = sides["baseline"], sides["candidate"]
+    refs = {side: [ref] if isinstance(ref, str) else list(ref)
+            for side, ref in (("baseline", baseline_ref), ("candidate", candidate_ref))}
+    for side, listed in refs.items():
+        if not listed:
+            raise UserError(f"no {side} given", field=f"--{side}")
+    sides = _load_sides(refs, rules, store, rules_file, allow_base_mismatch)
     warnings = []
 
     def note(message: str) -> None:
         warnings.append(message)
         warn(message)
 
-    if base_eval["id"] == cand_eval["id"] and base_label == cand_label:
-        note(f"baseline and candidate are the same model ({base_eval['id']}:{base_label})")
-    base_metrics, cand_metrics = _task_metrics(base_eval, base_label), _task_metrics(cand_eval, cand_label)
+    names = {side: [f"{e['id']}:{label}" for e, label in runs] for side, runs in sides.items()}
+    for side, listed in names.items():
+        for name in sorted({n for n in listed if listed.count(n) > 1}):
+            note(f"{name} is given twice as a {side}: seeds must be separate runs")
+    for name in (n for n in dict.fromkeys(names["baseline"]) if n in names["candidate"]):
+        note(f"baseline and candidate are the same model ({name})")
+    base_metrics = _task_metrics(*sides["baseline"][0])
+    cand_metrics = _task_metrics(*sides["candidate"][0])
     targets = _targets(rules, base_metrics, cand_metrics, rules_file)
-    comparison = cmp.compare(base_eval, base_label, cand_eval, cand_label, tasks={t["task"] for t in targets},
-                             metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
-                             confidence=rules.confidence)
+    comparison = cmp.compare_sides(sides["baseline"], sides["candidate"], tasks={t["task"] for t in targets},
+                                   metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
+                                   confidence=rules.confidence)
     found = {(r["task"], r["metric"]): r for r in comparison["rows"]}
     for task, counts in comparison["unmatched"].items():
         if counts["only_baseline"] or counts["only_candidate"]:
@@ -70,34 +89,65 @@ def run_gate(baseline_ref: str, candidate_ref: str, *, store: str | Path | None 
     for row, adjusted in zip(compared, stats.holm([r["p_value"] for r in compared])):
         row["p_holm"] = adjusted
         row["verdict"] = _verdict(row)
+        # Newcombe's interval is not McNemar's inversion, nor the bootstrap the permutation test's: say so where
+        # an interval excluding 0 would read as significant on a row the test left unchanged.
+        row["interval_disagrees"] = row["verdict"] == "unchanged" and (row["ci_low"] > 0 or row["ci_high"] < 0)
+        if row["interval_disagrees"]:
+            row["note"] = "; ".join(filter(None, [row["note"], _INTERVAL_NOTE.format(test=row["test"])]))
     for row in rows:
         if row["verdict"] == "missing":
             note(f"{row['task']}/{row['metric']}: {row['note']}")
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_MARKS}
     status = "regressed" if counts["regressed"] else "incomplete" if counts["missing"] else "passed"
+    question = "recipes" if any(len(runs) > 1 for runs in sides.values()) else "checkpoints"
     return {"status": status, "passed": status == "passed", "exit_code": EXIT_CODES[status], "counts": counts,
-            "baseline": {"ref": baseline_ref, "evaluation_id": base_eval["id"], "label": base_label},
-            "candidate": {"ref": candidate_ref, "evaluation_id": cand_eval["id"], "label": cand_label},
+            "question": question, "answers": _question_text(question, sides),
+            "baseline": _side(refs["baseline"], sides["baseline"]),
+            "candidate": _side(refs["candidate"], sides["candidate"]),
             "rules_file": rules_file, "alpha": rules.alpha, "confidence": rules.confidence, "iters": rules.iters,
             "seed": rules.seed, "rows": rows, "unmatched": comparison["unmatched"], "warnings": warnings}
 
 
-def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file,
-                allow_base_mismatch: bool = False) -> dict[str, tuple[dict, str]]:
-    """{side: (evaluation with samples, label)}. Labels are resolved first (a typo fails before minutes of scoring);
-    adapter dirs are then scored together, the base loaded once."""
+_INTERVAL_NOTE = ("the interval excludes 0 but the {test} test's Holm-adjusted p is not below alpha: the verdict "
+                  "follows the test (the interval is approximate)")
+
+
+def _question_text(question: str, sides: dict) -> str:
+    """One sentence on what the verdict tested and what it cannot see."""
+    if question == "checkpoints":
+        return ("Tests these two checkpoints on these items; it cannot see seed-to-seed noise (a retrain of the same "
+                "config can differ by more than item noise): to test the training recipe, pass several --baseline "
+                "and --candidate evaluations, one per seed.")
+    n_base, n_cand = len(sides["baseline"]), len(sides["candidate"])
+    return (f"Tests the recipes: {n_base} baseline seed{'s' if n_base != 1 else ''} against {n_cand} candidate "
+            f"seed{'s' if n_cand != 1 else ''}, the seed as the unit (Student's t across per-seed scores on the items "
+            "all runs share); the interval is for these items, not a new test set.")
+
+
+def _side(refs: list[str], runs: list[tuple[dict, str]]) -> dict:
+    """A side of the verdict: the first run's ref, evaluation id and label (a one-seed side is just that), and
+    every run under "runs"."""
+    listed = [{"ref": ref, "evaluation_id": e["id"], "label": label} for ref, (e, label) in zip(refs, runs)]
+    return {**listed[0], "runs": listed}
+
+
+def _load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
+                allow_base_mismatch: bool = False) -> dict[str, list[tuple[dict, str]]]:
+    """{side: [(evaluation with samples, label) per REF]}. Labels are resolved first (a typo fails before minutes
+    of scoring); adapter dirs are then scored together, the base loaded once."""
     from adapterbench.harness import store as store_mod
     from adapterbench.harness.evaluate import evaluate, parse_adapters
 
-    adapters = {side: ref for side, ref in refs.items() if (Path(ref) / "adapter_config.json").is_file()}
+    entries = [(side, i, ref) for side, listed in refs.items() for i, ref in enumerate(listed)]
+    adapters = {(side, i): ref for side, i, ref in entries if (Path(ref) / "adapter_config.json").is_file()}
     if adapters and rules.suite is None:
         raise UserError(f"{' and '.join(adapters.values())}: an adapter dir is scored before the gate, and that "
                         "needs a suite: set 'suite:' in the rules file (--rules gate.yaml), or pass a label "
                         "already in the store", path=rules_file, field="suite")
-    out = {}
+    out: dict[tuple[str, int], tuple[dict, str]] = {}
     with closing(store_mod.connect(store)) as conn:
-        for side, ref in refs.items():
-            if side in adapters:
+        for side, i, ref in entries:
+            if (side, i) in adapters:
                 continue
             try:
                 eval_id, label = store_mod.resolve_model_ref(conn, ref)
@@ -106,16 +156,16 @@ def _load_sides(refs: dict[str, str], rules: GateConfig, store, rules_file,
                     err.message += f"; {ref} is a folder without adapter_config.json, so not an adapter either"
                 err.field = f"--{side}"
                 raise
-            out[side] = (store_mod.load_evaluation(conn, eval_id, with_samples=True), label)
+            out[side, i] = (store_mod.load_evaluation(conn, eval_id, with_samples=True), label)
     if adapters:
-        labels: dict[str, str] = {}
-        for side, ref in adapters.items():
+        labels: dict[tuple[str, int], str] = {}
+        for key, ref in adapters.items():
             label = next(iter(parse_adapters([ref])))
-            labels[side] = f"{label}-{side}" if label in labels.values() else label
-        evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[s]: adapters[s] for s in adapters},
+            labels[key] = f"{label}-{key[0]}{'' if key[1] == 0 else key[1] + 1}" if label in labels.values() else label
+        evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[k]: adapters[k] for k in adapters},
                               store=store, allow_base_mismatch=allow_base_mismatch)
-        out.update({side: (evaluation, labels[side]) for side in adapters})
-    return out
+        out.update({key: (evaluation, labels[key]) for key in adapters})
+    return {side: [out[side, i] for i in range(len(listed))] for side, listed in refs.items()}
 
 
 def _task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
@@ -158,19 +208,22 @@ def _targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rules_fi
 
 
 def _verdict_row(target: dict, row: dict | None, unmatched: dict) -> dict:
-    from adapterbench.harness.compare import higher_is_better
+    from adapterbench.harness.compare import higher_is_better, minimum_detectable_delta
 
     out = {"task": target["task"], "metric": target["metric"], "higher_is_better": higher_is_better(target["metric"]),
-           "verdict": "missing", "test": None, "n_items": 0, "baseline": None, "candidate": None, "delta": None,
-           "ci_low": None, "ci_high": None, "p_value": None, "p_holm": None, "alpha": target["alpha"],
-           "max_drop": target["max_drop"], "allowed_drop": None, "unmatched": unmatched, "note": ""}
+           "verdict": "missing", "test": None, "method": None, "interval": None, "seeds": None, "n_items": 0,
+           "n_clusters": None, "baseline": None, "candidate": None, "delta": None, "ci_low": None, "ci_high": None,
+           "p_value": None, "p_holm": None, "mde": None, "alpha": target["alpha"], "max_drop": target["max_drop"],
+           "allowed_drop": None, "unmatched": unmatched, "note": "", "interval_disagrees": False}
     if row is None:
         out["note"] = ("the baseline and the candidate share no item of this task (baseline "
                        f"{unmatched['only_baseline']}, candidate {unmatched['only_candidate']} items)"
                        if not unmatched["shared"] else "one side has no value of this metric")
         return out
-    out.update({k: row[k] for k in ("test", "n_items", "baseline", "candidate", "delta", "ci_low", "ci_high",
-                                    "p_value")})
+    out.update({k: row[k] for k in ("test", "method", "interval", "seeds", "n_items", "n_clusters", "baseline",
+                                    "candidate", "delta", "ci_low", "ci_high", "p_value")})
+    # the MDE at the rule's own alpha (Holm over m rules asks the first for alpha / m: the MDE is a lower bound)
+    out["mde"] = minimum_detectable_delta(row, alpha=target["alpha"])
     if not all(math.isfinite(row[k]) for k in ("delta", "ci_low", "ci_high", "p_value")):
         out["note"] = "the metric is not finite on these items"
         return out
@@ -218,24 +271,27 @@ def write_verdict_markdown(verdict: dict, path: str | Path) -> Path:
 
 
 def format_verdict_markdown(verdict: dict) -> str:
-    """A Markdown summary that fits a PR comment: status, the two models, one table row per rule, warnings."""
+    """A Markdown summary that fits a PR comment: status, the two sides, what the test answers, one table row per
+    rule (with its minimum detectable delta), footnotes and warnings."""
     pct = f"{verdict['confidence']:.0%}"
     head = {"passed": "✅ passed", "regressed": "❌ regressed", "incomplete": "⚠️ incomplete"}[verdict["status"]]
     counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n)
     lines = [f"### adapterbench gate: {head} ({counts or 'no rules'})", "",
-             f"Candidate {_md_model(verdict['candidate'])} vs baseline {_md_model(verdict['baseline'])}. "
+             f"Candidate {_md_side(verdict['candidate'])} vs baseline {_md_side(verdict['baseline'])}. "
              f"A row regresses when the candidate is worse by more than its max drop and the Holm-adjusted p-value "
-             f"is below alpha; intervals are {pct} paired intervals.", "",
-             f"| task | metric | baseline | candidate | Δ [{pct} CI] | p (Holm) | max drop | verdict |",
-             "|---|---|---:|---:|---|---:|---:|---|"]
+             f"is below alpha; intervals are {pct} paired intervals; MDE: the smallest true delta the test detects "
+             f"with 80 % power. {_md(verdict['answers'])}", "",
+             f"| task | metric | baseline | candidate | Δ [{pct} CI] | MDE | p (Holm) | max drop | verdict |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for row in verdict["rows"]:
         arrow = "↑" if row["higher_is_better"] else "↓"
         lines.append("| " + " | ".join([
             _md(row["task"]), f"{_md(row['metric'])} {arrow}", _num(row["baseline"]), _num(row["candidate"]),
-            _delta(row), f"{_p(row['p_value'])} ({_p(row['p_holm'])})", _md(_max_drop(row["max_drop"])),
-            VERDICT_MARKS[row["verdict"]]]) + " |")
-    if verdict["warnings"]:
-        lines += ["", *(f"- {_md(w)}" for w in verdict["warnings"])]
+            _delta(row) + _mark(row), _num(row["mde"]), f"{_p(row['p_value'])} ({_p(row['p_holm'])})",
+            _md(_max_drop(row["max_drop"])), VERDICT_MARKS[row["verdict"]]]) + " |")
+    notes = [f"† {_md(row['task'])}/{_md(row['metric'])}: {_md(row['note'])}" for row in verdict["rows"] if _mark(row)]
+    if notes or verdict["warnings"]:
+        lines += ["", *(f"- {n}" for n in notes), *(f"- {_md(w)}" for w in verdict["warnings"])]
     return "\n".join(lines) + "\n"
 
 
@@ -251,9 +307,8 @@ def write_junit(verdict: dict, path: str | Path) -> Path:
                           skipped="0", time="0")
     properties = ET.SubElement(suite, "properties")
     for side in ("baseline", "candidate"):
-        model = verdict[side]
-        ET.SubElement(properties, "property", name=side,
-                      value=_xml(f"{model['evaluation_id']}:{model['label']} (ref {model['ref']})"))
+        refs = ", ".join(run["ref"] for run in verdict[side]["runs"])
+        ET.SubElement(properties, "property", name=side, value=_xml(f"{_plain_side(verdict[side])} (ref {refs})"))
     for row in rows:
         case = ET.SubElement(suite, "testcase", classname=_xml(f"adapterbench.gate.{row['task']}"),
                              name=_xml(f"{row['task']}/{row['metric']}"), time="0")
@@ -271,19 +326,31 @@ def write_junit(verdict: dict, path: str | Path) -> Path:
 def format_verdict(verdict: dict) -> str:
     """A plain-text table for the terminal."""
     pct = f"{verdict['confidence']:.0%}"
-    table = [["task", "metric", "n", "baseline", "candidate", f"delta [{pct} CI]", "p", "p_holm", "max drop",
+    table = [["task", "metric", "n", "baseline", "candidate", f"delta [{pct} CI]", "MDE", "p", "p_holm", "max drop",
               "verdict"]]
     for row in verdict["rows"]:
         table.append([row["task"], row["metric"] + (" (higher)" if row["higher_is_better"] else " (lower)"),
-                      str(row["n_items"]), _num(row["baseline"]), _num(row["candidate"]), _delta(row),
-                      _p(row["p_value"]), _p(row["p_holm"]), _max_drop(row["max_drop"]), row["verdict"]])
+                      str(row["n_items"]), _num(row["baseline"]), _num(row["candidate"]), _delta(row) + _mark(row),
+                      _num(row["mde"]), _p(row["p_value"]), _p(row["p_holm"]), _max_drop(row["max_drop"]),
+                      row["verdict"]])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-    b, c = verdict["baseline"], verdict["candidate"]
     counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n) or "no rules"
-    return "\n".join([f"baseline:  {b['evaluation_id']}:{b['label']}", f"candidate: {c['evaluation_id']}:{c['label']}",
-                      "", lines[0], "-" * max(map(len, lines)), *lines[1:], "",
+    notes = [f"† {row['task']}/{row['metric']}: {row['note']}" for row in verdict["rows"] if _mark(row)]
+    return "\n".join([f"baseline:  {_plain_side(verdict['baseline'])}",
+                      f"candidate: {_plain_side(verdict['candidate'])}", verdict["answers"],
+                      "", lines[0], "-" * max(map(len, lines)), *lines[1:], *notes, "",
                       f"gate {verdict['status']}: {counts}"])
+
+
+def _mark(row: dict) -> str:
+    """† where an unchanged row's interval excludes 0: the footnote says why the verdict follows the test."""
+    return "†" if row.get("interval_disagrees") else ""
+
+
+def _plain_side(side: dict) -> str:
+    runs = [f"{run['evaluation_id']}:{run['label']}" for run in side["runs"]]
+    return runs[0] if len(runs) == 1 else f"{len(runs)} seeds: " + ", ".join(runs)
 
 
 def _row_summary(row: dict) -> str:
@@ -292,7 +359,7 @@ def _row_summary(row: dict) -> str:
     worse = "higher is better" if row["higher_is_better"] else "lower is better"
     return (f"{row['metric']} ({worse}): baseline {_num(row['baseline'])}, candidate {_num(row['candidate'])}, "
             f"delta {_delta(row)}, p {_p(row['p_value'])}, Holm p {_p(row['p_holm'])} (alpha {row['alpha']}), "
-            f"max drop {_max_drop(row['max_drop'])}, n {row['n_items']}: {row['verdict']}"
+            f"max drop {_max_drop(row['max_drop'])}, MDE {_num(row['mde'])}, n {row['n_items']}: {row['verdict']}"
             + (f"; {row['note']}" if row["note"] else ""))
 
 
@@ -321,12 +388,13 @@ def _max_drop(value) -> str:
     return value if isinstance(value, str) else f"{value:g}"
 
 
-def _md_model(model: dict) -> str:
-    return f"`{_code(model['label'])}` ({_md(model['evaluation_id'])})"
+def _md_side(side: dict) -> str:
+    runs = [f"`{_code(run['label'])}` ({_md(run['evaluation_id'])})" for run in side["runs"]]
+    return runs[0] if len(runs) == 1 else f"{len(runs)} seeds: " + ", ".join(runs)
 
 
 def _code(text: str) -> str:
-    return str(text).replace("`", "'").replace("\n", " ")
+    return visible(text).replace("`", "'").replace("\n", " ")
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
@@ -335,7 +403,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 def _md(text) -> str:
     """Text safe inside a Markdown table cell: markup characters and entities escaped, control characters dropped,
     line breaks flattened."""
-    text = _XML_ILLEGAL.sub("", str(text).replace("\r", " ").replace("\n", " ").replace("&", "&amp;"))
+    text = _XML_ILLEGAL.sub("", visible(text).replace("\r", " ").replace("\n", " ").replace("&", "&amp;"))
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -344,7 +412,7 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 def _xml(text) -> str:
     """ElementTree escapes <, & and quotes; characters XML 1.0 cannot hold at all are dropped."""
-    return _XML_ILLEGAL.sub("", str(text))
+    return _XML_ILLEGAL.sub("", visible(text))
 
 
 def _finite(value):
