@@ -62,9 +62,9 @@ def data_check(
 
     report = data.check_file(file, kind, fields=_parse_fields(field), labels=_parse_csv_list(labels))
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        _echo(json.dumps(report, indent=2), as_json=True)
     else:
-        typer.echo(data.format_check_report(report))
+        _echo(data.format_check_report(report))
     if report["problems"]:
         raise typer.Exit(2)
 
@@ -92,7 +92,7 @@ def data_split(
         fields=_parse_fields(field), labels=_parse_csv_list(labels), keep_code=keep_code,
         keep_markup=keep_markup, name=name,
     )
-    typer.echo(json.dumps(summary, indent=2) if as_json else data.format_split_summary(summary))
+    _echo(json.dumps(summary, indent=2) if as_json else data.format_split_summary(summary), as_json=as_json)
 
 
 @models_app.command("info")
@@ -106,12 +106,12 @@ def models_info(
 
     info = model_info(ref)
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        _echo(json.dumps(info, indent=2), as_json=True)
         return
     width = max(map(len, info))
     for key, value in info.items():
-        typer.echo(f"{key:<{width}}  {value:,}" if isinstance(value, int) and not isinstance(value, bool)
-                   else f"{key:<{width}}  {value}")
+        _echo(f"{key:<{width}}  {value:,}" if isinstance(value, int) and not isinstance(value, bool)
+              else f"{key:<{width}}  {value}")
 
 
 STORE_HELP = "SQLite store (default: $ADAPTERBENCH_STORE or ./adapterbench.sqlite)."
@@ -148,15 +148,27 @@ def eval_cmd(
 
     if batch_size != "auto" and not batch_size.isdigit():
         raise UserError(f"--batch-size expects a number or 'auto', got {batch_size!r}")
+    _check_exports(predictions_csv, output_dir)
     evaluation = evaluate(suite, base=base, adapters=adapter, limit=limit, tasks=_parse_csv_list(tasks),
                           batch_size=batch_size, dtype=dtype, quant=quant, store=store,
                           command="adapterbench " + " ".join(sys.argv[1:]), allow_base_mismatch=allow_base_mismatch)
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:
-        typer.echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2))
+        _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),
+              as_json=True)
     else:
-        typer.echo(store_mod.format_evaluation(evaluation))
-        typer.echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
+        _echo(store_mod.format_evaluation(evaluation))
+        _echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
+
+
+def _check_exports(predictions_csv: Optional[Path], output_dir: Optional[Path]) -> None:
+    """Export destinations are checked before anything is scored, not found unwritable after the run."""
+    from adapterbench import paths
+
+    if predictions_csv:
+        paths.output_file(predictions_csv, field="--predictions-csv")
+    if output_dir:
+        paths.output_dir(output_dir, field="--output-dir")
 
 
 def _write_exports(evaluation: dict, predictions_csv: Optional[Path], output_dir: Optional[Path]) -> None:
@@ -191,17 +203,17 @@ def train(
     if os.environ.get("RANK", "0") != "0":
         return  # under `accelerate launch` / `torchrun`, the main process speaks for the run
     stats = manifest["stats"]
-    typer.echo(f"trained {stats['steps']} steps, {stats['tokens_seen']:,} tokens in {stats['train_seconds']:.0f} s "
-               f"({stats['tokens_per_second']:.0f} tokens/s), peak memory {stats['peak_rss_mb']:.0f} MB"
-               + (" - stopped early" if stats["stopped_early"] else ""))
+    _echo(f"trained {stats['steps']} steps, {stats['tokens_seen']:,} tokens in {stats['train_seconds']:.0f} s "
+          f"({stats['tokens_per_second']:.0f} tokens/s), peak memory {stats['peak_rss_mb']:.0f} MB"
+          + (" - stopped early" if stats["stopped_early"] else ""))
     for key, value in manifest["final_metrics"].items():
         if key not in ("step", "tokens_seen"):
-            typer.echo(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
+            _echo(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
     out = Path(manifest["config"]["out"])
     best = manifest["best"]
     chosen = (f"step {best['step']}, {best['metric']} {best['value']:.4f}" if best["step"] is not None
               else "no evaluation chose one: the final adapter")
-    typer.echo(f"adapter: {out / 'adapter'}   best: {out / 'best'} ({chosen})")
+    _echo(f"adapter: {out / 'adapter'}   best: {out / 'best'} ({chosen})")
 
 
 @app.command()
@@ -246,13 +258,15 @@ def report(
                         formats=formats, store=store, reference=reference, max_answers=max_answers,
                         command="adapterbench " + " ".join(sys.argv[1:]))
     for path in paths:
-        typer.echo(str(path))
+        _echo(str(path))
 
 
 @app.command()
 def gate(
-    baseline: str = typer.Option(..., "--baseline", "-b", help="The model to hold the line: a REF (see above)."),
-    candidate: str = typer.Option(..., "--candidate", "-c", help="The model under test: a REF (see above)."),
+    baseline: List[str] = typer.Option(..., "--baseline", "-b", help="The model to hold the line: a REF (see "
+                                       "above); repeat it, one per training seed, to test the recipe."),
+    candidate: List[str] = typer.Option(..., "--candidate", "-c", help="The model under test: a REF (see above); "
+                                        "repeatable like --baseline."),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     rules: Optional[Path] = typer.Option(None, help="gate.yaml (see above). Default: every task of the baseline on "
                                                     "its primary metric, max_drop 0, alpha 0.05."),
@@ -260,13 +274,19 @@ def gate(
     junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here (one test per rule; regressions fail)."),
     markdown: Optional[Path] = typer.Option(None, help="Write the Markdown summary here (fits a PR comment)."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON instead of a table."),
-):
-    """Regression gate: is the candidate worse than the baseline, beyond noise? Paired tests on the items both were
-    scored on (McNemar's exact test for accuracy-like metrics, paired bootstrap for BLEU, ROUGE, F1, perplexity),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="ADAPTER_DIR refs: "
                                              + MISMATCH_HELP),
-    Holm's correction across the rules; each rule is improved, unchanged or regressed, with its delta, interval and
-    p-value.
+):
+    """Regression gate: is the candidate worse than the baseline, beyond noise? Paired tests on the items both were
+    scored on (McNemar's exact test for accuracy-like metrics, a paired permutation test for BLEU, ROUGE, F1,
+    perplexity; clusters swapped whole where the suite sets cluster_by), Holm's correction across the rules; each
+    rule is improved, unchanged or regressed, with its delta, interval, p-value and minimum detectable delta (MDE).
+
+    \b
+    One REF per side tests these two checkpoints: it cannot see seed-to-seed
+    noise, so a retrain of the same config may "regress". Several REFs per
+    side (one per seed) test the recipe: Student's t across the per-seed
+    scores, the seed as the unit of replication.
 
     \b
     REF is one of:
@@ -301,9 +321,16 @@ def gate(
     Example:
       adapterbench gate --baseline qa --candidate runs/qa2/best \\
         --rules gate.yaml --junit gate.xml --markdown gate.md
+      adapterbench gate -b old-s0 -b old-s1 -c new-s0 -c new-s1
     """
+    from adapterbench import paths
     from adapterbench.harness import gate as gate_mod
 
+    if out:
+        paths.output_dir(out, field="--out")
+    for file, option in ((junit, "--junit"), (markdown, "--markdown")):
+        if file:
+            paths.output_file(file, field=option)
     verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch)
     if out:
         gate_mod.write_verdict_json(verdict, out / "verdict.json")
@@ -313,7 +340,7 @@ def gate(
         gate_mod.write_junit(verdict, junit)
     if markdown:
         gate_mod.write_verdict_markdown(verdict, markdown)
-    typer.echo(gate_mod.verdict_json(verdict) if as_json else gate_mod.format_verdict(verdict))
+    _echo(gate_mod.verdict_json(verdict) if as_json else gate_mod.format_verdict(verdict), as_json=as_json)
     raise typer.Exit(verdict["exit_code"])
 
 
@@ -331,6 +358,7 @@ def chat(
     temperature: float = typer.Option(0.0, help="0 = greedy (as evaluations decode); above 0 samples."),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
     quant: str = typer.Option("auto", help=QUANT_HELP),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
 ):
     """Chat with the base or an adapter in the terminal: the model's chat template, tokens streamed as they come.
     In the chat: /adapter NAME switches model ('base' = none), /adapters lists them, /reset forgets the conversation,
@@ -341,9 +369,10 @@ def chat(
     from adapterbench.chat import run_chat
     from adapterbench.harness.evaluate import parse_adapters
 
-    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
+    from adapterbench.untrusted import visible
+
     def write(text: str) -> None:
-        sys.stdout.write(text)
+        sys.stdout.write(visible(text))  # streamed answers are untrusted: no escape sequence reaches the terminal
         sys.stdout.flush()
 
     run_chat(base, parse_adapters(adapter), start_with=use, system_prompt=system, max_new_tokens=max_new_tokens,
@@ -362,6 +391,7 @@ def generate(
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Send prompts as plain text."),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
     quant: str = typer.Option("auto", help=QUANT_HELP),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, prompt, reference and each answer."),
     as_json: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
@@ -374,7 +404,7 @@ def generate(
     from adapterbench.harness import store as store_mod
     from adapterbench.harness.generate import format_answers, generate as run_generate
 
-    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
+    _check_exports(predictions_csv, None)
     evaluation = run_generate(prompts, base=base, adapters=adapter, max_new_tokens=max_new_tokens,
                               system_prompt=system, chat_template=not no_chat_template, dtype=dtype, quant=quant,
                               store=store, command="adapterbench " + " ".join(sys.argv[1:]),
@@ -384,10 +414,10 @@ def generate(
     if as_json:
         answers = [{k: s[k] for k in ("label", "doc_id", "prompt", "reference", "prediction")}
                    for s in evaluation["samples"]]
-        typer.echo(json.dumps({"eval_id": evaluation["id"], "answers": answers}, indent=2, ensure_ascii=False))
+        _echo(json.dumps({"eval_id": evaluation["id"], "answers": answers}, indent=2, ensure_ascii=False), as_json=True)
     else:
-        typer.echo(format_answers(evaluation))
-        typer.echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
+        _echo(format_answers(evaluation))
+        _echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
 
 
 @tasks_app.command("build")
@@ -397,15 +427,17 @@ def tasks_build(
 ):
     """Write the suite as lm-eval tasks: one YAML and one JSONL per task and a utils.py with the metric hooks.
     Run them with lm-eval itself: lm_eval --model hf --model_args pretrained=DIR --include_path OUT --tasks NAMES"""
+    from adapterbench import paths
     from adapterbench.config import load_suite
     from adapterbench.tasks.compile import build_suite
 
+    paths.output_dir(out, field="--out")
     entries = build_suite(load_suite(suite), out)
     for entry in entries:
-        typer.echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} docs  {entry['yaml']}")
+        _echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} docs  {entry['yaml']}")
     chat = [e["name"] for e in entries if e["chat_template"]]
     if chat:
-        typer.echo(f"\nthese tasks expect the chat template (lm_eval --apply_chat_template): {', '.join(chat)}")
+        _echo(f"\nthese tasks expect the chat template (lm_eval --apply_chat_template): {', '.join(chat)}")
 
 
 @tasks_app.command("list")
@@ -420,10 +452,10 @@ def tasks_list(suite: Path = typer.Argument(..., help="suite.yaml"),
     with tempfile.TemporaryDirectory() as tmp:
         entries = build_suite(load_suite(suite), Path(tmp) / "tasks")
     if as_json:
-        typer.echo(json.dumps([{k: v for k, v in e.items() if k != "yaml"} for e in entries], indent=2))
+        _echo(json.dumps([{k: v for k, v in e.items() if k != "yaml"} for e in entries], indent=2), as_json=True)
         return
     for entry in entries:
-        typer.echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} items  "
+        _echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} items  "
                    f"chat={'yes' if entry['chat_template'] else 'no':<3}  {', '.join(entry['metrics'])}")
 
 
@@ -436,7 +468,7 @@ def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
 
     with store_mod.connect(store) as conn:
         rows = store_mod.list_evaluations(conn, limit=limit)
-    typer.echo(json.dumps(rows, indent=2) if as_json else store_mod.format_evaluation_list(rows))
+    _echo(json.dumps(rows, indent=2) if as_json else store_mod.format_evaluation_list(rows), as_json=as_json)
 
 
 @runs_app.command("show")
@@ -451,13 +483,15 @@ def runs_show(
     from adapterbench.harness import store as store_mod
     from adapterbench.harness.evaluate import results_table
 
+    _check_exports(predictions_csv, output_dir)
     with store_mod.connect(store) as conn:
         evaluation = store_mod.load_evaluation(conn, eval_id, with_samples=bool(predictions_csv))
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:
-        typer.echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2))
+        _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),
+              as_json=True)
     else:
-        typer.echo(store_mod.format_evaluation(evaluation))
+        _echo(store_mod.format_evaluation(evaluation))
 
 
 @app.command()
@@ -469,15 +503,49 @@ def demo(
     """The whole flow on the bundled sample domain and the default model: split with a leakage report, a short
     QLoRA run evaluated as it goes (step 0 = the baseline), base vs adapter, the report (HTML, LaTeX, Markdown) and
     the gate of the adapter against the base. About 3 minutes on 2 CPU cores."""
+    from adapterbench import paths
     from adapterbench.demo import run_demo
 
-    run_demo(out, steps=steps, limit=limit, echo=typer.echo)
+    paths.output_dir(out, field="--out")
+    run_demo(out, steps=steps, limit=limit, echo=_echo)
+
+
+def _echo(text: str = "", err: bool = False, as_json: bool = False) -> None:
+    """Print for a terminal: data, answers and labels are untrusted, so escape sequences and bidi overrides in them
+    are shown as code points instead of acting on the terminal; JSON text stays valid and exact (\\u escapes)."""
+    from adapterbench.untrusted import visible, visible_json
+
+    typer.echo(visible_json(str(text)) if as_json else visible(text), err=err)
 
 
 def main(argv: Optional[list] = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Console entry point: bad input (ours, or a command line the parser refuses) is one line on stderr and exit
+    code 2, never a traceback; any other exception is a bug: one line too, and its traceback with --debug."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ADAPTERBENCH_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]  # accepted anywhere on the line
     try:
-        app(args=argv, prog_name="adapterbench")
+        code = app(args=argv, prog_name="adapterbench", standalone_mode=False)
     except UserError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        _echo(f"error: {err}", err=True)
+        code = 2
+    except typer.Abort:
+        _echo("aborted", err=True)
+        code = 130
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed (typer checks it by name, too)
+            code = 2
+        elif callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            # the parser's own errors (click's UsageError, BadParameter): one line instead of a box
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            _echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            code = exc.exit_code
+        elif debug:
+            raise
+        else:
+            message = " ".join(str(exc).split())[:300]
+            _echo(f"error: internal error, {type(exc).__name__}: {message} (a bug: run again with --debug for the "
+                  "traceback and report it)", err=True)
+            code = 2
+    sys.exit(code if isinstance(code, int) else 0)
