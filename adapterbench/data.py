@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from adapterbench import paths
 from adapterbench.errors import UserError
 
 KINDS = ("text", "instruction", "multiple_choice", "classification")
@@ -94,11 +95,18 @@ def _check_ratios(ratios) -> list[float]:
 
 # ---------------------------------------------------------------- reading files
 
-def _decode(path: Path) -> str:
+def read_text(path) -> str:
+    """The text of a UTF-8 file (a BOM dropped) that is a regular file (a FIFO would block forever) and holds no NUL
+    byte (a binary file, or one a spreadsheet export damaged)."""
+    path = paths.input_file(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read: {e.strerror}", path=path) from None
+    if b"\x00" in raw:
+        pos = raw.index(b"\x00")
+        raise UserError(f"NUL byte at byte offset {pos} (expected text; is this a binary file?)", path=path,
+                        line=raw.count(b"\n", 0, pos) + 1)
     skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     try:
         return raw[skip:].decode("utf-8")
@@ -128,7 +136,7 @@ def jsonl_objects(path) -> list[tuple[int, dict]]:
     """(line number, object) for each non-empty line of a JSONL file; a malformed line raises its UserError."""
     path = Path(path)
     rows = []
-    for line_no, row in _jsonl_rows(_decode(path), path):
+    for line_no, row in _jsonl_rows(read_text(path), path):
         if isinstance(row, UserError):
             raise row
         rows.append((line_no, row))
@@ -195,12 +203,15 @@ def _lookup(row: dict, col: str):
     return value
 
 
-def _as_str(value, field: str, where: dict) -> str:
+def text_value(value, field: str, where: dict, integers: bool = False) -> str:
+    """A text field's value: a string (JSON null: empty). Numbers are refused, since their text is not the user's
+    (NaN would read "nan", 1e21 "1e+21", a pandas float column's 7 "7.0"); ids and labels may be whole numbers."""
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UserError(f"expected a string, got {_json_type(value)}", field=field, **where)
-    return str(value).strip()
+    if isinstance(value, str) or (integers and isinstance(value, int) and not isinstance(value, bool)):
+        return str(value).strip()
+    got = f"number {value!r}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _json_type(value)
+    raise UserError(f"expected a string, got {got} (write text in quotes)", field=field, **where)
 
 
 def _get(row: dict, canonical: str, fields: dict, where: dict, required: bool = True) -> str:
@@ -210,7 +221,7 @@ def _get(row: dict, canonical: str, fields: dict, where: dict, required: bool = 
         if required:
             raise UserError("missing (expected a non-empty string)", field=col, **where)
         return ""
-    text = _as_str(value, col, where)
+    text = text_value(value, col, where, integers=canonical == "label")
     if required and not text:
         raise UserError("empty (expected a non-empty string)", field=col, **where)
     return text
@@ -228,7 +239,7 @@ def _choices(row: dict, fields: dict, where: dict) -> list[str]:
         if not named:
             raise UserError("missing (expected a 'choices' list, fields choice0..choiceN, or fields A..D)",
                             field=col, **where)
-    texts = [_as_str(v, name, where) for name, v in named]
+    texts = [text_value(v, name, where) for name, v in named]
     while texts and not texts[-1]:  # items with fewer choices than the file has columns leave the tail empty
         texts.pop()
     for (name, _), text in zip(named, texts):
@@ -306,14 +317,14 @@ def _normalize(kind: str, row: dict, fields: dict, labels: list | None, where: d
                       label=_label(row, fields, labels, where))
     id_col = fields.get("id", "id")
     if _lookup(row, id_col) is not _MISSING:
-        record["id"] = _as_str(_lookup(row, id_col), id_col, where)
+        record["id"] = text_value(_lookup(row, id_col), id_col, where, integers=True)
         if not record["id"]:
             raise UserError("empty id (expected a unique value, or no id field at all)", field=id_col, **where)
     return record
 
 
 def _table_records(path: Path, kind: str, fields: dict, labels, problems: list | None) -> list[dict]:
-    ext, text = path.suffix.lower(), _decode(path)
+    ext, text = path.suffix.lower(), read_text(path)
     delimiter = TABLE_EXTS[ext]
     rows = _jsonl_rows(text, path) if delimiter is None else _csv_rows(text, path, delimiter, kind, fields)
     records, seen = [], {}
@@ -426,7 +437,7 @@ def _text_records(path: Path, keep_code: bool, keep_markup: bool, problems: list
     records = []
     for name, file in files:
         try:
-            text = _decode(file)
+            text = read_text(file)
         except UserError as err:
             if problems is None:
                 raise

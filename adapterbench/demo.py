@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from adapterbench.errors import UserError
+
 SAMPLE = Path(__file__).parent / "sample"
 
 
@@ -36,6 +38,9 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     from adapterbench.reports import make_report
     from adapterbench.training import train
 
+    for name, value in (("--steps", steps), ("--limit", limit)):
+        if value is not None and value < 1:  # checked before the demo folder is touched
+            raise UserError(f"{name} {value} is not valid (expected a positive number)", field=name)
     out = Path(out).resolve()
     for stale in ("runs", "report", "gate"):
         shutil.rmtree(out / stale, ignore_errors=True)  # a demo starts over; data and configs are re-copied below

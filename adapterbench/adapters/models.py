@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import struct
 import warnings
 from pathlib import Path
 
+from adapterbench import paths
 from adapterbench.atomic import atomic_dir
 from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
@@ -51,12 +53,12 @@ def resolve_model(ref: str = DEFAULT_MODEL) -> Path:
         return convert_gguf(default_gguf())
     path = Path(ref).expanduser()
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise UserError("GGUF file not found", path=path)
+        with open(paths.input_file(path, "GGUF file"), "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise UserError("not a GGUF file (it does not start with the GGUF magic bytes)", path=path)
         return convert_gguf(path)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError("not a Hugging Face model dir (no config.json)", path=path)
+        check_model_dir(path)
         return path
     if path.exists():
         raise UserError("expected a model dir, a .gguf file or 'default'", path=path)
@@ -66,6 +68,35 @@ def resolve_model(ref: str = DEFAULT_MODEL) -> Path:
         return Path(snapshot_download(ref))
     hint = " (hub ids need ADAPTERBENCH_ALLOW_NETWORK=1)" if "/" in ref else ""
     raise UserError(f"model not found: {ref!r}; expected 'default', a local HF model dir or a .gguf file{hint}")
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: Path) -> None:
+    """What transformers would fail on deep inside (or run): config.json missing, not JSON, without a model type
+    transformers knows, asking for the model's own Python code (trust_remote_code: never run here), no weights."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError("not a Hugging Face model dir (no config.json)", path=path)
+    try:
+        config = json.loads(paths.input_file(config_file).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=config_file) from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"not valid JSON: {err.msg} at column {err.colno}", path=config_file, line=err.lineno) from None
+    if not isinstance(config, dict):
+        raise UserError("expected a JSON object", path=config_file)
+    if config.get("auto_map") or config.get("trust_remote_code"):
+        raise UserError("this base needs its own Python code (auto_map; trust_remote_code), which adapterbench does "
+                        "not run: use a model transformers supports natively", path=config_file, field="auto_map")
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") not in CONFIG_MAPPING:
+        raise UserError(f"model_type {config.get('model_type')!r} is not one transformers knows", path=config_file,
+                        field="model_type")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise UserError(f"no weights in the model dir (expected one of {', '.join(WEIGHT_FILES)})", path=path)
 
 
 def convert_gguf(gguf: Path) -> Path:
@@ -79,9 +110,13 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     with atomic_dir(target) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (ValueError, KeyError, IndexError, EOFError, struct.error) as err:  # gguf's reader on a damaged file
+            raise UserError(f"cannot read this GGUF file (truncated or damaged?): {type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]}", path=gguf) from None
         # A config that still says "gguf" makes transformers refuse 4-bit loading: build a plain model and copy in.
         if hasattr(config, "quantization_config"):
             del config.quantization_config

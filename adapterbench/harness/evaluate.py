@@ -253,21 +253,25 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
         suite_path = Path(suite)
         suite = load_suite(suite_path)
     adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
+    if limit is not None and limit < 1:
+        raise UserError(f"limit {limit} is not valid (expected a positive number of items per task)", field="--limit")
+    if save:  # a store that cannot take the results is refused now, not after minutes of scoring
+        store_mod.check_store(store)
     started = time.time()
-    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size,
-                                  allow_base_mismatch=allow_base_mismatch)
-    evaluation = {"id": store_mod.new_evaluation_id(),
-                  "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                  "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
-                  "base_ref": base, "command": command or " ".join(sys.argv),
-                  "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
-                             "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
-                             "base_mismatch": base_mismatches(identities)},
-                  "environment": environment(), "models": [], "scores": [], "samples": []}
     from adapterbench.atomic import scratch_dir
 
     with scratch_dir("adapterbench-tasks") as task_dir:
-        loaded = load_tasks(suite, task_dir, tasks)
+        loaded = load_tasks(suite, task_dir, tasks)  # data and task names are checked before the model loads
+        lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size,
+                                      allow_base_mismatch=allow_base_mismatch)
+        evaluation = {"id": store_mod.new_evaluation_id(),
+                      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                      "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
+                      "base_ref": base, "command": command or " ".join(sys.argv),
+                      "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
+                                 "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
+                                 "base_mismatch": base_mismatches(identities)},
+                      "environment": environment(), "models": [], "scores": [], "samples": []}
         for label, identity in identities.items():
             result = score(lm, loaded, label, limit=limit)
             evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",

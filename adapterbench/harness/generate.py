@@ -21,29 +21,32 @@ def read_prompts(path: str | Path) -> list[dict]:
     """[{id, prompt, reference}] from a .txt (one prompt per non-empty line) or a .jsonl/.csv with a `prompt` (or
     `instruction`, plus `input`) column and optionally `reference` (or `output`) and `id`."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError("no such file", path=path)
-    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() not in (".txt", ".md", ".jsonl", ".csv"):
+        raise UserError(f"file type {path.suffix or '(none)'!r} is not supported (expected .txt, .jsonl or .csv)",
+                        path=path)
+    text = data.read_text(path)  # UTF-8 (or refused in one line), a regular file, no NUL byte
     if path.suffix.lower() in (".txt", ".md"):
         rows = [(n, {"prompt": line.strip()}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif path.suffix.lower() == ".jsonl":
         rows = data.jsonl_objects(path)
-    elif path.suffix.lower() == ".csv":
-        rows = [(n, row) for n, row in enumerate(csv.DictReader(io.StringIO(text)), 2)]
     else:
-        raise UserError(f"file type {path.suffix or '(none)'!r} is not supported (expected .txt, .jsonl or .csv)",
-                        path=path)
+        try:
+            rows = [(n, row) for n, row in enumerate(csv.DictReader(io.StringIO(text)), 2)]
+        except csv.Error as err:
+            raise UserError(f"unreadable CSV: {err}", path=path) from None
     prompts = []
     for n, row in rows:
-        column = next((c for c in PROMPT_COLUMNS if str(row.get(c) or "").strip()), None)
+        where = {"path": path, "line": n}
+        values = {key: data.text_value(row.get(key), key, where, integers=key == "id")
+                  for key in ("id", "input", *PROMPT_COLUMNS, *REFERENCE_COLUMNS)}
+        column = next((c for c in PROMPT_COLUMNS if values[c]), None)
         if column is None:
-            raise UserError("no prompt (expected a non-empty 'prompt' or 'instruction')", path=path, line=n,
-                            field="prompt")
-        prompt = str(row[column]).strip()
-        if column == "instruction" and str(row.get("input") or "").strip():
-            prompt += "\n\n" + str(row["input"]).strip()
-        reference = next((str(row[c]) for c in REFERENCE_COLUMNS if row.get(c) not in (None, "")), None)
-        prompts.append({"id": str(row.get("id") or f"{path.stem}-{len(prompts) + 1}"), "prompt": prompt,
+            raise UserError("no prompt (expected a non-empty 'prompt' or 'instruction')", field="prompt", **where)
+        prompt = values[column]
+        if column == "instruction" and values["input"]:
+            prompt += "\n\n" + values["input"]
+        reference = next((str(row[c]) for c in REFERENCE_COLUMNS if values[c]), None)
+        prompts.append({"id": values["id"] or f"{path.stem}-{len(prompts) + 1}", "prompt": prompt,
                         "reference": reference})
     if not prompts:
         raise UserError("no prompts in the file", path=path)
@@ -87,6 +90,8 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
     prompts_file = Path(prompts_file)
     prompts = read_prompts(prompts_file)
     adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
+    if save:
+        store_mod.check_store(store)  # before the model loads: a store that cannot take the answers is refused
     lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch)
     task = prompts_file.stem
     evaluation = {"id": store_mod.new_evaluation_id(), "kind": "generate",

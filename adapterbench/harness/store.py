@@ -4,15 +4,18 @@ predictions CSV exports and the plain-text views behind `adapterbench runs`."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
 import secrets
 import sqlite3
-from contextlib import contextmanager
+import stat
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from adapterbench import paths
 from adapterbench.atomic import atomic_file
 from adapterbench.errors import UserError
 
@@ -79,10 +82,70 @@ def default_store_path() -> Path:
     return Path(os.environ.get("ADAPTERBENCH_STORE") or "adapterbench.sqlite")
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def inspect_store(path: str | Path) -> int | None:
+    """The schema version of the store at `path` (None: no store there yet, or an empty file), looked at read-only:
+    a folder, a FIFO, a file that is not SQLite, an SQLite file of another program or of a newer adapterbench, and
+    a damaged one are refused (UserError) before anything could change them."""
+    path = Path(path)
+    info = paths.stat_or_none(path, "--store")
+    if info is None:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError("is a folder (expected the store's SQLite file, e.g. adapterbench.sqlite)", path=path,
+                        field="--store")
+    path = paths.input_file(path, "store file", field="--store")
+    if info.st_size == 0:
+        return None
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise UserError("not a usable adapterbench store: not an SQLite file (use another --store)", path=path,
+                            field="--store")
+    try:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "schema_version" not in tables:
+                raise UserError("not a usable adapterbench store: an SQLite file of another program (tables: "
+                                f"{', '.join(sorted(tables)[:5])}), left untouched (use another --store)", path=path,
+                                field="--store")
+            found = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] if tables else None
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"not a usable adapterbench store ({exc})", path=path, field="--store") from None
+    if found is not None and found > SCHEMA_VERSION:
+        raise UserError(f"the store has schema version {found}, newer than this adapterbench knows "
+                        f"({SCHEMA_VERSION}); upgrade adapterbench or use another store", path=path, field="--store")
+    return found
+
+
+def check_store(path: str | Path | None = None) -> Path:
+    """What a command that will write results checks before any work: the store (or the place it will be created)
+    is writable, is ours and is intact, so minutes of scoring are never lost at the end."""
+    path = Path(path) if path is not None else default_store_path()
+    if str(path) == ":memory:":
+        return path
+    if inspect_store(path) is not None:
+        try:
+            with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            first = next(line for line in "\n".join(problems).splitlines() if not line.startswith("***"))
+            raise UserError(f"the store is damaged ({first[:120]}); restore a copy or use another --store",
+                            path=path, field="--store")
+    paths.output_file(path, field="--store")  # its folder too: SQLite writes -wal and -shm files beside it
+    return path
+
+
 def connect(path: str | Path | None = None) -> sqlite3.Connection:
-    """Open (creating if needed) the store; refuses a store written by a newer schema."""
+    """Open (creating if needed) the store; refuses, leaving it untouched, a store written by a newer schema and any
+    file that is not an adapterbench store."""
     path = Path(path) if path is not None else default_store_path()
     if str(path) != ":memory:":
+        inspect_store(path)
+        paths.output_dir(path.parent, field="--store")
         path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode: transactions are ours (BEGIN IMMEDIATE), not the sqlite3 module's implicit ones. The timeout
     # lets a training run and an `eval` write the same store without "database is locked".
@@ -114,6 +177,20 @@ def connect(path: str | Path | None = None) -> sqlite3.Connection:
     return conn
 
 
+def _store_errors(fn):
+    """Damage SQLite finds only when it reads a page, a full disk, a lock held too long: one line naming the store,
+    not a traceback. Integrity and programming errors are bugs and pass through."""
+    @functools.wraps(fn)
+    def wrapper(conn: sqlite3.Connection, *args, **kwargs):
+        try:
+            return fn(conn, *args, **kwargs)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"the store cannot be used ({exc})", path=_db_path(conn), field="--store") from None
+    return wrapper
+
+
 def new_evaluation_id() -> str:
     """`ev-YYYYMMDD-HHMMSS-` and 16 hex digits: UTC time first so ids sort by age; 64 random bits keep them apart
     (16 bits collided in 2 % of 50 ids made in one second)."""
@@ -128,6 +205,7 @@ def forget_train_steps(conn: sqlite3.Connection, train_run: str, *, after_step: 
                             (train_run, after_step)).rowcount
 
 
+@_store_errors
 def save_evaluation(conn: sqlite3.Connection, evaluation: dict) -> str:
     """Write one evaluation (models, scores, samples) in one transaction: all rows or none. Returns its id."""
     models = evaluation["models"]
@@ -173,6 +251,7 @@ def save_evaluation(conn: sqlite3.Connection, evaluation: dict) -> str:
     return eval_id
 
 
+@_store_errors
 def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval", limit: int | None = None) -> list[dict]:
     """Newest first: id, created_at, kind, suite_name, base_ref, models (labels in order), n_tasks. kind=None: all."""
     rows = conn.execute(
@@ -186,6 +265,7 @@ def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval", limit:
     return [{**dict(r), "models": labels.get(r["id"], [])} for r in rows]
 
 
+@_store_errors
 def load_evaluation(conn: sqlite3.Connection, evaluation_id: str, *, with_samples: bool = True) -> dict:
     """The evaluation in the shape `save_evaluation` takes (plus id and created_at). Accepts a full id, a unique
     prefix, or `latest` (the newest of kind 'eval'). with_samples=False leaves "samples" empty (faster to show)."""
@@ -212,6 +292,7 @@ def load_evaluation(conn: sqlite3.Connection, evaluation_id: str, *, with_sample
             "samples": samples}
 
 
+@_store_errors
 def resolve_model_ref(conn: sqlite3.Connection, ref: str) -> tuple[str, str]:
     """`EVAL_ID:LABEL` (id may be a prefix or `latest`) or a bare `LABEL` (its newest 'eval' evaluation)."""
     if ":" in ref:
@@ -280,13 +361,23 @@ def write_predictions_csv(evaluation: dict, path: str | Path) -> Path:
     grouped = any(s.get("group") is not None for s in evaluation["samples"])
     with atomic_file(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["task", "id", "input", "reference", *(["group"] if grouped else []), *labels])
+        writer.writerow(map(_csv_cell, ["task", "id", "input", "reference", *(["group"] if grouped else []), *labels]))
         for (task, doc_id), by_label in items.items():
             first = next(by_label[label] for label in labels if label in by_label)
-            writer.writerow([task, doc_id, _text(first.get("prompt")), _text(first.get("reference")),
-                             *([_text(first.get("group"))] if grouped else []),
-                             *(_text(by_label.get(label, {}).get("prediction")) for label in labels)])
+            writer.writerow(map(_csv_cell, [task, doc_id, first.get("prompt"), first.get("reference"),
+                                            *([first.get("group")] if grouped else []),
+                                            *(by_label.get(label, {}).get("prediction") for label in labels)]))
     return path
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value) -> str:
+    """A cell a spreadsheet shows as text: model answers and data are untrusted, and Excel or LibreOffice would run
+    a cell such as =HYPERLINK(...), so one that starts like a formula gets a leading ' (OWASP's advice)."""
+    text = _text(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def format_evaluation(evaluation: dict) -> str:

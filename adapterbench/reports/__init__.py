@@ -12,6 +12,7 @@ def make_report(out: str | Path, *, eval_refs=(), train_runs=(), formats=FORMATS
                 reference: str | None = None, max_answers: int = 10, command: str | None = None) -> list[Path]:
     """Load the evaluations (ids, unique prefixes or 'latest') and run dirs, render every format, write them into
     `out`. Returns the paths written."""
+    from adapterbench import paths
     from adapterbench.errors import UserError
     from adapterbench.harness import store as store_mod
     from adapterbench.reports.context import build_context
@@ -20,6 +21,7 @@ def make_report(out: str | Path, *, eval_refs=(), train_runs=(), formats=FORMATS
     if not eval_refs and not train_runs:
         raise UserError("nothing to report: give --eval ID (repeatable), --latest, or --train-run DIR")
     formats = parse_formats(formats)
+    paths.output_dir(out, field="--out")  # before the evaluations are read and rendered
     evaluations: dict[str, dict] = {}
     if eval_refs:
         with store_mod.connect(store) as conn:

@@ -88,6 +88,11 @@ def _metric_list(task: TaskConfig) -> list[dict]:
             *per_class]
 
 
+def metric_names(task: TaskConfig) -> list[str]:
+    """The metrics a task reports (as the store and training curves name them, after 'TASK/')."""
+    return [m["metric"] for m in _metric_list(task)]
+
+
 CLASSIFICATION_PROMPT = ("{% if context %}Context: {{context}}\n{% endif %}Text: {{text}}\n"
                          "Label ({{ verbalizers | join(', ') }}):")
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from adapterbench import data
 from adapterbench.atomic import atomic_dir, atomic_file, remove_stale
 from adapterbench.config import TrainConfig
 from adapterbench.digest import file_sha256
@@ -60,6 +61,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     started = time.time()
     stay_offline()
     run_dir = Path(config.out)
+    check_before_loading(config, store)
     if not resume and list_checkpoints(run_dir):
         raise UserError("this run dir already has checkpoints: continue it with --resume, or set another 'out'",
                         path=run_dir)
@@ -79,6 +81,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     # each process loads onto its own device (a 4-bit model cannot be moved after loading)
     model, tokenizer = load_model(config.base_model, dtype=config.dtype, quant=config.quant,
                                   device=str(accelerator.device))
+    check_lora_targets(config, model)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers,
                       task_type="CAUSAL_LM")
@@ -232,6 +235,62 @@ def diverged(what: str, step: int, run_dir: Path) -> UserError:
     last = list_checkpoints(run_dir)
     return UserError(f"{what} at step {step}; stopped without saving. Last good checkpoint: "
                      f"{last[-1] if last else 'none'} (try a lower lr)")
+
+
+def check_before_loading(config: TrainConfig, store) -> None:
+    """Everything a run can be refused for without the model, checked before it loads and before anything is
+    written: the destinations, the data, the evaluation suite and the early-stopping metric its evaluations must
+    measure (found only after the step-0 evaluation otherwise, leaving files and a store row behind)."""
+    import tempfile
+
+    from adapterbench import paths
+    from adapterbench.config import config_error, load_suite
+    from adapterbench.harness import store as store_mod
+    from adapterbench.tasks.compile import build_suite, metric_names
+
+    paths.output_dir(config.out, field="out")
+    if config.eval:
+        store_mod.check_store(store)
+    kind = "instruction" if config.data.format == "instruction" else "text"
+    for path in (config.data.train, config.data.val):
+        if path is not None:
+            data.read_records(path, kind, fields=config.data.fields or None)
+    measured = ["val_loss"] if config.eval and config.data.val else []
+    if config.eval and config.eval.suite:
+        suite = load_suite(config.eval.suite)
+        names = [task.name for task in suite.tasks]
+        unknown = sorted(set(config.eval.tasks or ()) - set(names))
+        if unknown:
+            raise config_error(config, ("eval", "tasks"), f"{unknown} not in the suite, whose tasks are {names}")
+        with tempfile.TemporaryDirectory(prefix="adapterbench-check-") as tmp:
+            build_suite(suite, Path(tmp) / "tasks")  # its data files read and checked
+        measured += [f"{task.name}/{metric}" for task in suite.tasks
+                     if not config.eval.tasks or task.name in config.eval.tasks for metric in metric_names(task)]
+    rule = config.early_stopping
+    if rule and rule.metric not in measured:
+        known = f"its evaluations measure: {', '.join(measured)}" if measured else \
+            "this run has no evaluation measuring anything (set eval, and data.val or eval.suite)"
+        raise config_error(config, ("early_stopping", "metric"), f"{rule.metric!r} is never measured; {known}")
+
+
+def check_lora_targets(config: TrainConfig, model) -> None:
+    """target_modules and layers must name parts of this base: PEFT raises a ValueError deep inside for a module
+    name that matches nothing, and silently ignores layer indexes beyond the model's depth."""
+    from adapterbench.config import config_error
+
+    if isinstance(config.lora.target_modules, list):
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) and name})
+        missing = [t for t in config.lora.target_modules
+                   if not any(name == t or name.endswith("." + t) for name, _ in model.named_modules())]
+        if missing:
+            raise config_error(config, ("lora", "target_modules"), f"{missing} match no module of this base; its "
+                               f"linear layers are: {', '.join(linear)}")
+    depth = getattr(model.config, "num_hidden_layers", None)
+    outside = [i for i in config.lora.layers or () if depth is not None and not 0 <= i < depth]
+    if outside:
+        raise config_error(config, ("lora", "layers"), f"layers {outside} do not exist: this base has {depth} "
+                           f"layers, numbered 0-{depth - 1}")
 
 
 def on_main(accelerator, fn, share: bool = True):
