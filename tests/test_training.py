@@ -100,13 +100,109 @@ def test_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(tiny_model_di
     assert train_losses(tmp_path / "whole") == train_losses(tmp_path / "cut")
 
 
-def test_resume_without_a_checkpoint_and_a_rerun_over_checkpoints_are_refused(tiny_model_dir, tmp_path):
-    cfg = config(tiny_model_dir, tmp_path, max_steps=2, **{"checkpoint.every": 1})
-    with pytest.raises(UserError, match="no checkpoint to resume from"):
-        train(cfg, resume=True, store=tmp_path / "s.sqlite", show_progress=False)
-    train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
+def curve_steps(store_file: Path, run_dir: Path) -> list[int]:
+    from adapterbench.harness import store
+
+    with store.connect(store_file) as conn:
+        return sorted(row["step"] for row in conn.execute(
+            "SELECT step FROM evaluations WHERE kind = 'train_step' AND train_run = ?", (str(run_dir.resolve()),)))
+
+
+def die_at_checkpoint(monkeypatch, step: int, *, after_saving: bool):
+    """Make the trainer's checkpoint save at `step` die (before or after writing it), like a kill there."""
+    import adapterbench.training.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(run_dir, at, *args):
+        if at == step and not after_saving:
+            raise KeyboardInterrupt
+        path = real_save(run_dir, at, *args)
+        if at == step:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+
+def test_resume_before_the_first_checkpoint_starts_over_and_a_rerun_over_checkpoints_is_refused(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    cfg = config(tiny_model_dir, tmp_path, max_steps=4, **{"checkpoint.every": 2, "eval.every": 1})
+    store_file = tmp_path / "s.sqlite"
+    restore = die_at_checkpoint(monkeypatch, 2, after_saving=False)  # killed before its first checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, store=store_file, show_progress=False)
+    restore()
+    assert curve_steps(store_file, tmp_path / "run") == [0, 1, 2]
+    capsys.readouterr()
+    train(cfg, resume=True, store=store_file, show_progress=False)
+    assert "has no checkpoint yet; starting from step 0" in capsys.readouterr().err
+    assert [(line["kind"], line["step"]) for line in metrics_lines(tmp_path / "run")][:3] == [
+        ("eval", 0), ("train", 1), ("eval", 1)]
+    assert curve_steps(store_file, tmp_path / "run") == [0, 1, 2, 3, 4]  # the killed run's points replaced
     with pytest.raises(UserError, match="already has checkpoints"):
-        train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
+        train(cfg, store=store_file, show_progress=False)
+
+
+def test_a_resumed_run_leaves_one_curve_point_per_step_in_the_store(tiny_model_dir, tmp_path, monkeypatch):
+    cfg = config(tiny_model_dir, tmp_path, max_steps=6, **{"checkpoint.every": 3, "eval.every": 2})
+    store_file = tmp_path / "s.sqlite"
+    restore = die_at_checkpoint(monkeypatch, 6, after_saving=False)  # evaluated at 4 and 6 after checkpoint 3
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, store=store_file, show_progress=False)
+    restore()
+    assert curve_steps(store_file, tmp_path / "run") == [0, 2, 4, 6]
+    train(cfg, resume=True, store=store_file, show_progress=False)
+    assert curve_steps(store_file, tmp_path / "run") == [0, 2, 4, 6]
+    assert [line["step"] for line in metrics_lines(tmp_path / "run") if line["kind"] == "eval"] == [0, 2, 4, 6]
+
+
+class RunsCode:
+    """A pickle that runs code when unpickled: what a shared run dir could hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoints_load_without_unpickling_and_pickled_ones_are_refused(tiny_model_dir, tmp_path):
+    import numpy as np
+
+    from adapterbench.training.checkpoints import STATE_FILE
+
+    cfg = config(tiny_model_dir, tmp_path, max_steps=2, **{"checkpoint.every": 2, "data.val": None})
+    train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
+    state_file = tmp_path / "run" / "checkpoints" / "step-000002" / STATE_FILE
+    saved = torch.load(state_file, weights_only=True)  # tensors and plain containers only
+    assert saved["state"]["step"] == 2 and saved["rng"][0]["python"][1].numel() == 625
+
+    marker = tmp_path / "code-ran"
+    torch.save({**saved, "optimizer": RunsCode(marker)}, state_file)
+    with pytest.raises(UserError, match="holds pickled objects, not only tensors"):
+        train(cfg, resume=True, store=tmp_path / "s.sqlite", show_progress=False)
+    assert not marker.exists()
+
+    old = {key: value for key, value in saved.items() if key != "format"}  # what adapterbench wrote before
+    old["rng"] = [{"python": __import__("random").getstate(), "numpy": np.random.get_state(),
+                   "torch": torch.get_rng_state()}]
+    torch.save(old, state_file)
+    with pytest.raises(UserError, match="holds pickled objects"):
+        train(cfg, resume=True, store=tmp_path / "s.sqlite", show_progress=False)
+
+
+def test_the_trainer_writes_adapter_config_canonically(tiny_model_dir, tmp_path):
+    from adapterbench.adapters.identity import canonical_config
+
+    train(config(tiny_model_dir, tmp_path, max_steps=2, **{"checkpoint.every": 2, "data.val": None}),
+          store=tmp_path / "s.sqlite", show_progress=False)
+    for folder in ("adapter", "best", "checkpoints/step-000002"):
+        text = (tmp_path / "run" / folder / "adapter_config.json").read_text()
+        assert text == canonical_config(json.loads(text)), folder
+        modules = json.loads(text)["target_modules"]
+        assert modules == sorted(modules) and len(modules) == 14  # 7 linear layers in each of 2 blocks
 
 
 def test_early_stopping_fires_after_patience_runs_out(tiny_model_dir, tmp_path):
@@ -178,6 +274,81 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_mo
     assert checkpoints == ["step-000002"]
     assert set(adapter_tensors(tmp_path / "run" / "checkpoints" / "step-000002"))  # loads: not corrupt
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def poison_gradient_at(step: int):
+    """The loss stays finite but its gradient is NaN: the update would make every weight NaN."""
+    import adapterbench.training.loop as loop
+
+    real_forward = loop.CompletionLoss.forward
+    calls = {"n": 0}
+
+    def forward(self, input_ids, attention_mask, labels):
+        summed, count = real_forward(self, input_ids, attention_mask, labels)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == step:
+                summed.register_hook(lambda grad: grad * float("nan"))
+        return summed, count
+
+    return forward
+
+
+def poison_update_at(step: int):
+    """A finite loss and gradient, but an update that overflows the weights."""
+    import adapterbench.training.loop as loop
+
+    real_make = loop.make_optimizer
+
+    def make(config, params):
+        optimizer = real_make(config, params)
+        calls = {"n": 0}
+
+        def overflow(*_):
+            calls["n"] += 1
+            if calls["n"] == step:
+                with torch.no_grad():
+                    params[0].fill_(float("inf"))
+
+        optimizer.register_step_post_hook(overflow)
+        return optimizer
+
+    return make
+
+
+@pytest.mark.parametrize("poison, expected", [("gradient", "gradient norm became nan"),
+                                              ("update", "adapter weights became NaN/inf")])
+def test_a_poisoned_update_is_never_checkpointed_or_named_last_good(tiny_model_dir, tmp_path, monkeypatch, poison,
+                                                                    expected):
+    import adapterbench.training.loop as loop
+
+    if poison == "gradient":
+        monkeypatch.setattr(loop.CompletionLoss, "forward", poison_gradient_at(2))
+    else:
+        monkeypatch.setattr(loop, "make_optimizer", poison_update_at(2))
+    # evaluated every step, on a suite with bootstrapped (BLEU) stderr: nothing may be scored or saved after it
+    cfg = config(tiny_model_dir, tmp_path, max_steps=4, **{
+        "checkpoint.every": 1, "eval.every": 1, "eval.suite": str(SAMPLE / "suite.yaml"), "eval.tasks": ["qa"],
+        "eval.limit": 2})
+    with pytest.raises(UserError, match=rf"{expected} at step 2; .*step-000001"):
+        train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-000001"]
+    for folder in ("checkpoints/step-000001", "best"):
+        assert all(bool(torch.isfinite(t).all()) for t in adapter_tensors(tmp_path / "run" / folder).values())
+    assert [line["step"] for line in metrics_lines(tmp_path / "run")] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_per_sample_value_gives_a_nan_stderr_not_a_crash(bad):
+    """What a diverged model's scores reach: statistics.stdev raised AttributeError ('numerator') on them."""
+    import math
+
+    from adapterbench.harness.stats import bootstrap_stderr
+
+    stderr = bootstrap_stderr([1.0, 2.0, bad, 3.0], lambda items: sum(items) / len(items))
+    assert math.isnan(stderr)
+    assert bootstrap_stderr([1.0, 2.0, 3.0], lambda items: sum(items) / len(items)) > 0
 
 
 def test_run_dir_holds_peft_dirs_manifest_and_curves(tiny_model_dir, tmp_path):

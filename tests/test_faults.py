@@ -1,0 +1,258 @@
+"""kill -9 during training and evaluation: the process dies at a chosen point (inside an atomic write, mid-step,
+inside a store transaction, while scoring), skipping every cleanup. The next run leaves no temporaries and no
+duplicate or partial store rows, and a training run resumes (or starts over) to the adapter an uninterrupted run
+makes. The fast cases fork the test process (no interpreter start-up); the slow ones kill `adapterbench train`
+subprocesses at random moments."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import tempfile
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapterbench.adapters.identity import adapter_identity
+from adapterbench.cli import main
+from adapterbench.harness import store as store_mod
+
+from test_harness import random_lora
+from test_training import config, metrics_lines
+
+SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample" / "data"
+TRAIN = {"max_steps": 6, "checkpoint.every": 2, "checkpoint.keep": 2, "eval.every": 2}
+
+
+def kill_self(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(site: str, nth: int) -> None:
+    """Make this process SIGKILL itself at the nth call of `site`."""
+    import adapterbench.harness.evaluate as evaluate
+    import adapterbench.training.checkpoints as checkpoints
+    import adapterbench.training.loop as loop
+
+    owners = {"replace": (os, "replace"),  # inside atomic_file / atomic_dir: the temporary is complete
+              "torch.save": (checkpoints.torch, "save"),  # a checkpoint's temporary dir half written
+              "store row": (store_mod, "_json"),  # inside save_evaluation's open transaction
+              "log": (loop, "log"),  # after a line of metrics.jsonl
+              "step": (loop, "split_by_tokens"),  # mid-step, before its backward
+              "scoring": (evaluate, "_samples")}  # between two tasks of an evaluation
+    owner, name = owners[site]
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth:
+            kill_self()
+        return real(*args, **kwargs)
+
+    setattr(owner, name, counted)
+
+
+def killed_at(site: str, nth: int, run) -> None:
+    """run() in a forked copy of this process that is killed with SIGKILL at the nth call of `site`."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 3  # run() finished: the site never came
+        try:
+            arm(site, nth)
+            run()
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)  # reaped: its pid is free, as after any kill
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        f"not killed at {site} #{nth} (exit {os.WEXITSTATUS(status) if os.WIFEXITED(status) else status})")
+
+
+def temporaries(*folders: Path) -> list[Path]:
+    """What an interrupted write leaves: dot-named entries (atomic temporaries, the eval's scratch dirs)."""
+    return sorted(p for folder in folders if folder.exists() for p in folder.rglob(".*"))
+
+
+def curve_rows(store_file: Path) -> list[tuple[str, int]]:
+    with store_mod.connect(store_file) as conn:
+        return sorted((row["train_run"], row["step"]) for row in conn.execute(
+            "SELECT train_run, step FROM evaluations WHERE kind = 'train_step'"))
+
+
+def partial_evaluations(store_file: Path) -> list[str]:
+    """Evaluations missing their models or scores: what a write that was not one transaction would leave."""
+    with store_mod.connect(store_file) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT id FROM evaluations e WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.evaluation_id = e.id)"
+            " OR NOT EXISTS (SELECT 1 FROM scores s WHERE s.evaluation_id = e.id)")]
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path, monkeypatch):
+    """Caches and scratch dirs of these runs in the test's own folder, so leftovers can be counted."""
+    monkeypatch.setenv("ADAPTERBENCH_HOME", str(tmp_path / "home"))
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model_dir, tmp_path_factory) -> Path:
+    from adapterbench.training import train
+
+    root = tmp_path_factory.mktemp("whole")
+    train(config(tiny_model_dir, root, "whole", **TRAIN), store=root / "s.sqlite", show_progress=False)
+    return root / "whole"
+
+
+def check_training_recovers(site: str, nth: int, tiny_model_dir, tmp_path, uninterrupted: Path) -> None:
+    from adapterbench.training import train
+
+    cfg = config(tiny_model_dir, tmp_path, "run", **TRAIN)
+    store_file = tmp_path / "s.sqlite"
+    killed_at(site, nth, lambda: train(cfg, store=store_file, show_progress=False))
+    run_dir = tmp_path / "run"
+    train(cfg, resume=True, store=store_file, show_progress=False)  # resumes, or starts over without a checkpoint
+
+    assert temporaries(run_dir, tmp_path / "home", tmp_path / "scratch") == []
+    rows = curve_rows(store_file)
+    assert rows == sorted(set(rows)) and [step for _, step in rows] == [0, 2, 4, 6]
+    assert metrics_lines(run_dir) == metrics_lines(uninterrupted)
+    whole, resumed = load_file(uninterrupted / "adapter" / "adapter_model.safetensors"), load_file(
+        run_dir / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert adapter_identity(run_dir / "adapter")["sha256"] == adapter_identity(uninterrupted / "adapter")["sha256"]
+
+
+# before checkpoint 4's rename (resumes from 2); inside checkpoint 2 (starts over); inside step 4's store row
+TRAINING_KILLS = [("replace", 5), ("torch.save", 1), ("store row", 10)]
+
+
+@pytest.mark.parametrize("site, nth", TRAINING_KILLS)
+def test_a_training_run_killed_there_resumes_to_the_uninterrupted_adapter(site, nth, tiny_model_dir, tmp_path,
+                                                                          uninterrupted):
+    check_training_recovers(site, nth, tiny_model_dir, tmp_path, uninterrupted)
+
+
+def more_training_kills(count: int, seed: int = 12) -> list[tuple[str, int]]:
+    """Seeded picks among every site and call that a 6-step run reaches, beyond the fast cases."""
+    reachable = ([("replace", n) for n in range(1, 10)] + [("torch.save", n) for n in (1, 2, 3)]
+                 + [("store row", n) for n in range(1, 17)] + [("log", n) for n in range(1, 11)]
+                 + [("step", n) for n in range(1, 7)])
+    rng = random.Random(seed)
+    return rng.sample([case for case in reachable if case not in TRAINING_KILLS], count)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("site, nth", more_training_kills(12))
+def test_more_kill_points_of_training(site, nth, tiny_model_dir, tmp_path, uninterrupted):
+    check_training_recovers(site, nth, tiny_model_dir, tmp_path, uninterrupted)
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval-inputs")
+    suite = root / "suite.yaml"
+    suite.write_text(f"name: two\ntasks:\n"
+                     f"  - {{name: mc, type: multiple_choice, data: {SAMPLE}/mc_test.jsonl}}\n"
+                     f"  - {{name: qa, type: generation, data: {SAMPLE}/qa_test.jsonl, max_new_tokens: 4}}\n")
+    return suite, random_lora(tiny_model_dir, root / "lora", seed=2)
+
+
+# between the base's two tasks; inside the store's transaction; before the predictions CSV's rename
+@pytest.mark.parametrize("site, nth", [("scoring", 2), ("store row", 3), ("replace", 4)])
+def test_an_evaluation_killed_there_leaves_nothing_half_done(site, nth, tiny_model_dir, eval_inputs, tmp_path):
+    suite, lora = eval_inputs
+    out = tmp_path / "out"
+    store_file = tmp_path / "s.sqlite"
+    args = ["eval", str(suite), "--base", str(tiny_model_dir), "--adapter", str(lora), "--limit", "2",
+            "--store", str(store_file), "--predictions-csv", str(out / "answers.csv")]
+
+    def run():
+        with pytest.raises(SystemExit):
+            main(args)
+
+    killed_at(site, nth, run)
+    if store_file.exists():
+        assert partial_evaluations(store_file) == []
+    run()
+    assert temporaries(out, tmp_path / "home", tmp_path / "scratch") == []
+    assert partial_evaluations(store_file) == []
+    with store_mod.connect(store_file) as conn:
+        evaluations = store_mod.list_evaluations(conn)
+    assert len(evaluations) == (2 if site == "replace" else 1)  # killed after its save: that one is whole
+    assert (out / "answers.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_adapterbench_train_killed_at_a_random_moment_resumes_cleanly(seed, tiny_model_dir, tmp_path,
+                                                                      uninterrupted):
+    """The literal kill -9 of a CLI process, at a moment drawn from `seed` while it trains."""
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = config(tiny_model_dir, tmp_path, "run", **TRAIN)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    command = [sys.executable, "-m", "adapterbench", "train", str(tmp_path / "train.yaml"), "--store",
+               str(tmp_path / "s.sqlite")]
+    env = {**os.environ, "ADAPTERBENCH_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "scratch")}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wait until it trains (its step-0 evaluation is logged), then kill it a random moment later
+    while process.poll() is None and not (tmp_path / "run" / "metrics.jsonl").is_file():
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 3.0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    run_dir = tmp_path / "run"
+    assert temporaries(run_dir, tmp_path / "home", tmp_path / "scratch") == []
+    rows = curve_rows(tmp_path / "s.sqlite")
+    assert [step for _, step in rows] == [0, 2, 4, 6]
+    assert [line for line in metrics_lines(run_dir) if line["kind"] == "train"] == [
+        line for line in metrics_lines(uninterrupted) if line["kind"] == "train"]
+    assert json.loads((run_dir / "manifest.json").read_text())["stats"]["steps"] == 6
+    whole, resumed = load_file(uninterrupted / "adapter" / "adapter_model.safetensors"), load_file(
+        run_dir / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_a_dead_writers_temporaries_are_removed_and_a_live_writers_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from adapterbench.atomic import atomic_dir, atomic_file
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that has exited
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        leftovers = [folder / f".adapter.{dead}.k2j4x9_a", folder / f".report.md.{dead}.0f3a9b1c.tmp"]
+        kept = [folder / f".adapter.{live.pid}.q8w7e6r5", folder / f".other.{dead}.abc", folder / ".hidden"]
+        for path in (leftovers[0], kept[0]):
+            path.mkdir()
+            (path / "adapter_model.safetensors").write_bytes(b"half")
+        for path in (leftovers[1], *kept[1:]):
+            path.write_text("x")
+        with atomic_dir(folder / "adapter") as tmp:
+            (tmp / "done").write_text("")
+        with atomic_file(folder / "report.md") as f:
+            f.write("# report\n")
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["adapter", "report.md", *(p.name for p in kept)])
+    finally:
+        live.kill()
+        live.wait()
