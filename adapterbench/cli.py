@@ -344,6 +344,34 @@ def gate(
     raise typer.Exit(verdict["exit_code"])
 
 
+@app.command()
+def plan(
+    baseline: List[str] = typer.Option(..., "--baseline", "-b", help="A REF in the store (LABEL or EVAL_ID:LABEL), "
+                                       "as the gate takes it; repeatable, one per seed."),
+    candidate: List[str] = typer.Option([], "--candidate", "-c", help="Another model or a second seed, to measure "
+                                        "the paired spread (repeatable); without it, an independent peer is assumed."),
+    delta: Optional[str] = typer.Option(None, help="A delta to detect: metric units (0.05) or a share of the "
+                                        "baseline value (5%); prints the items (or seeds) it needs."),
+    power: float = typer.Option(0.8, help="The chance of detecting a true delta of that size."),
+    rules: Optional[Path] = typer.Option(None, help="gate.yaml: plan its tasks, metrics and alphas (default: every "
+                                         "task of the baseline, primary metric, alpha 0.05)."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+):
+    """How many items does a gate need? Per task: the spread a paired comparison measures (discordance rate for
+    accuracies, the delta's standard error otherwise, clusters whole), the minimum detectable delta (MDE) at the
+    suite's current size with 80 % power, and with --delta the items (seeds, for several per side) that delta
+    needs. "unchanged" on a task whose MDE is larger than the change you care about says little.
+
+    Example: adapterbench plan --baseline base --candidate qa --delta 0.05
+    """
+    from adapterbench.harness.gate import verdict_json
+    from adapterbench.harness.plan import format_plan, plan as run_plan
+
+    result = run_plan(baseline, candidate, store=store, rules=rules, delta=delta, power=power)
+    _echo(verdict_json(result) if as_json else format_plan(result), as_json=as_json)
+
+
 BASE_HELP = "Base model: 'default', an HF model dir or a .gguf file."
 ADAPTER_HELP = "A PEFT adapter dir, or LABEL=PATH (repeatable). The base is labelled 'base'."
 
@@ -466,6 +494,8 @@ def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     """List the evaluations in the store, newest first."""
     from adapterbench.harness import store as store_mod
 
+    if limit < 1:
+        raise UserError(f"--limit {limit} is not valid (expected a positive number of evaluations)", field="--limit")
     with store_mod.connect(store) as conn:
         rows = store_mod.list_evaluations(conn, limit=limit)
     _echo(json.dumps(rows, indent=2) if as_json else store_mod.format_evaluation_list(rows), as_json=as_json)

@@ -180,8 +180,10 @@ def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candid
 
     Keys: task, metric, higher_is_better, question ("checkpoints" or "recipes"), seeds ([baseline, candidate]),
     test, method, interval, n_items, n_clusters, baseline, candidate (the mean over seeds), delta, ci_low, ci_high,
-    p_value, p_holm (NaN until Holm runs), se (the delta's standard error), df (the t-test's, across seeds) and mde
-    (the minimum detectable delta at alpha = 1 - confidence and 80 % power, see minimum_detectable_delta)."""
+    p_value, p_holm (NaN until Holm runs), se (the delta's standard error), df (the t-test's, across seeds), mde
+    (the minimum detectable delta at alpha = 1 - confidence and 80 % power, see minimum_detectable_delta), and for
+    checkpoints se_baseline (the baseline aggregate's own standard error) and, for McNemar, discordance (the share
+    of items the two models score differently)."""
     xs, ys = baseline_runs[0], candidate_runs[0]
     if labels is None and metric in CLASS_AVERAGES:
         # no label list recorded: count the labels every run saw, so all average over the same ones
@@ -192,7 +194,7 @@ def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candid
     n_clusters = None if clusters is None else len({("item", i) if c is None else c for i, c in enumerate(clusters)})
     row = {"task": task, "metric": metric, "higher_is_better": higher_is_better(metric),
            "seeds": [len(baseline_runs), len(candidate_runs)], "n_items": n, "n_clusters": n_clusters,
-           "p_holm": math.nan, "df": None}
+           "p_holm": math.nan, "df": None, "discordance": None, "se_baseline": None}
     if len(baseline_runs) > 1 or len(candidate_runs) > 1:
         base = [float(value(run)) for run in baseline_runs]
         cand = [float(value(run)) for run in candidate_runs]
@@ -213,8 +215,9 @@ def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candid
                                                    confidence=confidence)
         discordant, shift = (only_cand + only_base) / n, (only_cand - only_base) / n
         row.update(test="mcnemar", method="exact", interval="newcombe", ci_low=low, ci_high=high,
-                   p_value=stats.mcnemar_exact(only_base, only_cand),
-                   se=math.sqrt(max(0.0, discordant - shift * shift) / n))
+                   p_value=stats.mcnemar_exact(only_base, only_cand), discordance=discordant,
+                   se=math.sqrt(max(0.0, discordant - shift * shift) / n),
+                   se_baseline=math.sqrt(row["baseline"] * (1 - row["baseline"]) / n))
     else:
         test = stats.paired_permutation(xs, ys, value, clusters=clusters, iters=iters, seed=seed)
         interval = stats.paired_bootstrap(xs, ys, value, clusters=clusters, iters=iters, seed=seed,
@@ -222,7 +225,7 @@ def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candid
         row.update(test="permutation", method=test["method"],
                    interval="cluster bootstrap" if clusters is not None else "bootstrap",
                    ci_low=interval["ci_low"], ci_high=interval["ci_high"], p_value=test["p_value"],
-                   se=interval["se"])
+                   se=interval["se"], se_baseline=interval["se_baseline"])
     row["mde"] = minimum_detectable_delta(row, alpha=1 - confidence)
     return row
 
@@ -239,9 +242,32 @@ def minimum_detectable_delta(row: dict, *, alpha: float, power: float = stats.PO
         return (stats.t_quantile(1 - alpha / 2, row["df"]) + stats.t_quantile(power, row["df"])) * se
     mde = stats.minimum_detectable_effect(se, alpha=alpha, power=power)
     if row["test"] == "mcnemar":
-        flips = math.ceil(math.log2(2 / alpha) + 1e-12)  # the fewest one-sided discordant pairs with p < alpha
-        mde = max(mde, flips / row["n_items"])
+        mde = max(mde, _fewest_flips(alpha) / row["n_items"])
     return mde
+
+
+def units_for_delta(row: dict, delta: float, *, alpha: float, power: float = stats.POWER) -> int | None:
+    """How many units the row's design needs to detect a true `delta` (> 0) at `alpha` with `power`, from its
+    measured spread: items (clusters, where the task has them) for a checkpoints row, seeds per side for a recipes
+    row (more items barely help there: seed-to-seed noise stays). None where no spread was measured."""
+    se = row.get("se")
+    if se is None or not math.isfinite(se) or se <= 0:
+        return None
+    if row["question"] == "recipes":
+        m_a, m_b = row["seeds"]
+        one_seed = se / math.sqrt(1 / m_a + 1 / m_b)  # the seed-to-seed standard deviation
+        for m in range(2, 101):
+            df = 2 * m - 2
+            if (stats.t_quantile(1 - alpha / 2, df) + stats.t_quantile(power, df)) * one_seed * math.sqrt(2 / m) <= delta:
+                return m
+        return math.ceil(2 * (stats.minimum_detectable_effect(one_seed, alpha=alpha, power=power) / delta) ** 2)
+    needed = stats.units_needed(se, row["n_clusters"] or row["n_items"], delta, alpha=alpha, power=power)
+    return max(needed, math.ceil(_fewest_flips(alpha) / delta)) if row["test"] == "mcnemar" else needed
+
+
+def _fewest_flips(alpha: float) -> int:
+    """The fewest discordant pairs, all one way, with which McNemar's exact test reaches p < alpha (2 / 2**k)."""
+    return math.ceil(math.log2(2 / alpha) + 1e-12)
 
 
 def _items(evaluation: dict, label: str) -> dict[str, dict[tuple, dict]]:

@@ -60,7 +60,7 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
     for side, listed in refs.items():
         if not listed:
             raise UserError(f"no {side} given", field=f"--{side}")
-    sides = _load_sides(refs, rules, store, rules_file, allow_base_mismatch)
+    sides = load_sides(refs, rules, store, rules_file, allow_base_mismatch)
     warnings = []
 
     def note(message: str) -> None:
@@ -73,9 +73,9 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
             note(f"{name} is given twice as a {side}: seeds must be separate runs")
     for name in (n for n in dict.fromkeys(names["baseline"]) if n in names["candidate"]):
         note(f"baseline and candidate are the same model ({name})")
-    base_metrics = _task_metrics(*sides["baseline"][0])
-    cand_metrics = _task_metrics(*sides["candidate"][0])
-    targets = _targets(rules, base_metrics, cand_metrics, rules_file)
+    base_metrics = task_metrics(*sides["baseline"][0])
+    cand_metrics = task_metrics(*sides["candidate"][0])
+    targets = rule_targets(rules, base_metrics, cand_metrics, rules_file)
     comparison = cmp.compare_sides(sides["baseline"], sides["candidate"], tasks={t["task"] for t in targets},
                                    metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
                                    confidence=rules.confidence)
@@ -102,8 +102,8 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
     question = "recipes" if any(len(runs) > 1 for runs in sides.values()) else "checkpoints"
     return {"status": status, "passed": status == "passed", "exit_code": EXIT_CODES[status], "counts": counts,
             "question": question, "answers": _question_text(question, sides),
-            "baseline": _side(refs["baseline"], sides["baseline"]),
-            "candidate": _side(refs["candidate"], sides["candidate"]),
+            "baseline": describe_side(refs["baseline"], sides["baseline"]),
+            "candidate": describe_side(refs["candidate"], sides["candidate"]),
             "rules_file": rules_file, "alpha": rules.alpha, "confidence": rules.confidence, "iters": rules.iters,
             "seed": rules.seed, "rows": rows, "unmatched": comparison["unmatched"], "warnings": warnings}
 
@@ -124,14 +124,14 @@ def _question_text(question: str, sides: dict) -> str:
             "all runs share); the interval is for these items, not a new test set.")
 
 
-def _side(refs: list[str], runs: list[tuple[dict, str]]) -> dict:
+def describe_side(refs: list[str], runs: list[tuple[dict, str]]) -> dict:
     """A side of the verdict: the first run's ref, evaluation id and label (a one-seed side is just that), and
     every run under "runs"."""
     listed = [{"ref": ref, "evaluation_id": e["id"], "label": label} for ref, (e, label) in zip(refs, runs)]
     return {**listed[0], "runs": listed}
 
 
-def _load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
+def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
                 allow_base_mismatch: bool = False) -> dict[str, list[tuple[dict, str]]]:
     """{side: [(evaluation with samples, label) per REF]}. Labels are resolved first (a typo fails before minutes
     of scoring); adapter dirs are then scored together, the base loaded once."""
@@ -168,7 +168,7 @@ def _load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file
     return {side: [out[side, i] for i in range(len(listed))] for side, listed in refs.items()}
 
 
-def _task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
+def task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
     """{task: metric names} of one model, in the order its per-sample records list them."""
     out: dict[str, list[str]] = {}
     for sample in evaluation["samples"]:
@@ -177,7 +177,7 @@ def _task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
     return out
 
 
-def _targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rules_file) -> list[dict]:
+def rule_targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rules_file) -> list[dict]:
     """The (task, metric, max_drop, alpha) rows to judge. A rule naming a task or metric neither side has is a
     mistake in the rules file (UserError); one side lacking it is a finding (a "missing" row)."""
     from adapterbench.harness.compare import primary_metric
@@ -308,7 +308,7 @@ def write_junit(verdict: dict, path: str | Path) -> Path:
     properties = ET.SubElement(suite, "properties")
     for side in ("baseline", "candidate"):
         refs = ", ".join(run["ref"] for run in verdict[side]["runs"])
-        ET.SubElement(properties, "property", name=side, value=_xml(f"{_plain_side(verdict[side])} (ref {refs})"))
+        ET.SubElement(properties, "property", name=side, value=_xml(f"{side_text(verdict[side])} (ref {refs})"))
     for row in rows:
         case = ET.SubElement(suite, "testcase", classname=_xml(f"adapterbench.gate.{row['task']}"),
                              name=_xml(f"{row['task']}/{row['metric']}"), time="0")
@@ -337,8 +337,8 @@ def format_verdict(verdict: dict) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n) or "no rules"
     notes = [f"† {row['task']}/{row['metric']}: {row['note']}" for row in verdict["rows"] if _mark(row)]
-    return "\n".join([f"baseline:  {_plain_side(verdict['baseline'])}",
-                      f"candidate: {_plain_side(verdict['candidate'])}", verdict["answers"],
+    return "\n".join([f"baseline:  {side_text(verdict['baseline'])}",
+                      f"candidate: {side_text(verdict['candidate'])}", verdict["answers"],
                       "", lines[0], "-" * max(map(len, lines)), *lines[1:], *notes, "",
                       f"gate {verdict['status']}: {counts}"])
 
@@ -348,7 +348,8 @@ def _mark(row: dict) -> str:
     return "†" if row.get("interval_disagrees") else ""
 
 
-def _plain_side(side: dict) -> str:
+def side_text(side: dict) -> str:
+    """A side in one line: EVAL_ID:LABEL, or "N seeds: ..." listing each."""
     runs = [f"{run['evaluation_id']}:{run['label']}" for run in side["runs"]]
     return runs[0] if len(runs) == 1 else f"{len(runs)} seeds: " + ", ".join(runs)
 
