@@ -62,7 +62,10 @@ def test_newcombe_paired_interval_matches_published_example():
 def test_paired_bootstrap_of_identical_sides_is_a_zero_delta_and_interval():
     x = list(np.random.default_rng(1).normal(size=200))
     result = paired_bootstrap(x, x, np.mean, iters=300)
-    assert result == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "se": 0.0}
+    assert {k: result[k] for k in ("delta", "ci_low", "ci_high", "se")} == {"delta": 0.0, "ci_low": 0.0,
+                                                                            "ci_high": 0.0, "se": 0.0}
+    # the baseline's own standard error is the mean's, sd / sqrt(n), within resampling error
+    assert result["se_baseline"] == pytest.approx(np.std(x, ddof=1) / np.sqrt(200), rel=0.15)
 
 
 def test_paired_bootstrap_finds_a_shift_and_its_interval_contains_it():
