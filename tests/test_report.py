@@ -451,3 +451,24 @@ def test_a_run_no_evaluation_ranked_shows_no_best_step(tmp_path):
     assert context["training"]["runs"][0]["best"] is None
     for text in render(context).values():
         assert "step None" not in text and "step :" not in text
+
+
+def test_an_unchanged_row_whose_interval_excludes_zero_is_marked_and_every_delta_shows_its_mde(suite_path):
+    # 30 items, the adapter loses 5 the base had and gains none: Newcombe's interval excludes 0 while McNemar's
+    # exact p is 2 / 2**5 = 0.0625, so the row is not significant and must say why its interval looks as if it were.
+    samples = [{"label": label, "task": "mc", "doc_id": str(i), "doc_hash": f"h{i}", "prompt": "q", "prediction": "a",
+                "reference": "a", "metrics": {"acc": float(label == "base" and i < 5)}}
+               for label in ("base", "r8") for i in range(30)]
+    evaluation = make_evaluation(suite_path, labels=("base", "r8"), samples=samples, scores=[
+        {"label": label, "task": "mc", "metric": "acc", "value": value, "stderr": 0.05, "n": 30}
+        for label, value in (("base", 5 / 30), ("r8", 0.0))])
+    context = build_context([evaluation], iters=200)
+    delta = next(r for r in context["table"] if r["metric"] == "acc")["deltas"]["r8"]
+    assert delta["high"] < 0 and delta["p_value"] == pytest.approx(0.0625) and not delta["significant"]
+    assert delta["disagrees"] and delta["mde"] >= 6 / 30  # six one-way flips are McNemar's least for p < 0.05
+    files = render(context)
+    row = next(line for line in files["report.md"].splitlines() if line.startswith("| mc | acc"))
+    assert "†" in row and "(MDE 0.2" in row
+    assert "†: the interval excludes 0 but the test does not reject" in files["report.md"]
+    assert '<sup class="fn"' in files["report.html"] and "MDE 0.2" in files["report.html"]
+    assert "\\textsuperscript{\\dag}" in files["report_table.tex"]

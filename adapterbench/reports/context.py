@@ -184,9 +184,13 @@ def _delta(row: dict, hib: bool) -> dict | None:
         return None
     p = row.get("p_holm", row.get("p_value"))
     significant = p is not None and p < ALPHA
+    mde = row.get("mde")
     return {"delta": row["delta"], "low": row["ci_low"], "high": row["ci_high"], "p_value": row.get("p_value"),
             "p_holm": row.get("p_holm"), "test": row.get("test"), "n_items": row.get("n_items"),
-            "significant": significant,
+            "significant": significant, "mde": mde if _finite(mde) else None,
+            # Newcombe's interval is not McNemar's inversion, nor the bootstrap's the permutation test's: an
+            # interval excluding 0 on a row the test does not call significant gets a mark and the reason.
+            "disagrees": not significant and (row["ci_low"] > 0 or row["ci_high"] < 0),
             "direction": 0 if not significant or row["delta"] == 0 else (1 if (row["delta"] > 0) == hib else -1)}
 
 
