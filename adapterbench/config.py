@@ -15,6 +15,7 @@ from adapterbench import paths
 from adapterbench.errors import UserError
 
 TASK_TYPES = ("multiple_choice", "multiple_choice_generate", "perplexity", "generation", "classification")
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$"
 
 
 class Strict(BaseModel):
@@ -44,8 +45,24 @@ class TaskConfig(Strict):
     chat_template: bool = True
     system_prompt: Optional[str] = None
     group_by: Optional[str] = None  # a data column (e.g. fail_mode): scores are also broken down by its values
+    # a data column (e.g. paragraph): items sharing a value are not independent, so tests and intervals swap and
+    # resample them together
+    cluster_by: Optional[str] = None
+    language: Optional[str] = Field(None, pattern=LANGUAGE_PATTERN)  # default: the suite's
 
     resolve_paths = field_validator("data", "fewshot_data")(_resolve)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_not_metric_names(cls, labels: Optional[list[str]]) -> Optional[list[str]]:
+        from adapterbench.harness.compare import CLASS_AVERAGES
+        from adapterbench.tasks.metrics import label_slug
+
+        for label in labels or ():
+            if f"f1_{label_slug(label)}" in CLASS_AVERAGES:
+                raise ValueError(f"label {label!r} would name its F1 'f1_{label_slug(label)}', the task's average of "
+                                 "that name; rename the label")
+        return labels
 
     @model_validator(mode="after")
     def _classification_needs_labels(self):
@@ -68,6 +85,9 @@ class TaskConfig(Strict):
 class SuiteConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
     tasks: list[TaskConfig] = Field(min_length=1)
+    # the language of references and answers (BCP 47, e.g. en, ru, zh-Hans): ROUGE stems English only and
+    # tokenizes every other language by Unicode letters and digits
+    language: str = Field("en", pattern=LANGUAGE_PATTERN)
 
     @model_validator(mode="after")
     def _unique_task_names(self):
@@ -80,6 +100,8 @@ class SuiteConfig(Strict):
         clashes = sorted({n for n, h in zip(names, hooks) if hooks.count(h) > 1})
         if clashes:
             raise ValueError(f"task names {', '.join(clashes)} differ only in '-' versus '_'; rename one of them")
+        for task in self.tasks:
+            task.language = task.language or self.language
         return self
 
 

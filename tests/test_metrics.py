@@ -252,3 +252,51 @@ def test_importing_the_module_loads_no_scoring_library():
             "print(sorted(m for m in ('sacrebleu', 'rouge_score', 'nltk', 'numpy', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+MULTILINGUAL = [  # (prediction, reference)
+    ("Кошка сидела на коврике.", "Кошка сидит на коврике."),
+    ("Москва — столица России", "Столица России — Москва"),
+    ("猫坐在垫子上。", "猫在垫子上坐着。"),
+    ("東京は日本の首都です", "日本の首都は東京です"),
+    ("Ελλάδα είναι όμορφη", "η Ελλάδα είναι πολύ όμορφη"),
+    ("हिन्दी भाषा सुंदर है", "हिन्दी एक सुंदर भाषा है"),
+]
+
+
+def test_unicode_tokenizer_keeps_letters_marks_and_digits_and_splits_unspaced_scripts():
+    tokenize = metrics.UnicodeTokenizer().tokenize
+    assert tokenize("Кошка, сидит! 42") == ["кошка", "сидит", "42"]
+    assert tokenize("猫坐在垫子上。") == ["猫", "坐", "在", "垫", "子", "上"]
+    assert tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # vowel signs are marks: kept inside the word
+    assert tokenize("Cafe\u0301 naïve") == ["café", "naïve"]  # NFC: a combining accent equals the composed letter
+
+
+def test_rouge_for_other_languages_is_rouge_score_with_the_unicode_tokenizer_and_not_zero():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(metrics.ROUGE_TYPES), tokenizer=metrics.UnicodeTokenizer())
+    default = rouge_scorer.RougeScorer(list(metrics.ROUGE_TYPES), use_stemmer=True)
+    for prediction, reference in MULTILINGUAL:
+        ours = rouge_scores(prediction, reference, language="ru")
+        direct = scorer.score(reference, prediction)
+        for kind in metrics.ROUGE_TYPES:
+            assert ours[f"{kind}_f1"] == pytest.approx(direct[kind].fmeasure, abs=1e-12)
+            assert ours[f"{kind}_recall"] == pytest.approx(direct[kind].recall, abs=1e-12)
+        assert ours["rouge1_f1"] > 0.3 and default.score(reference, prediction)["rouge1"].fmeasure == 0.0
+    # by hand: 猫坐在垫子上 vs 猫在垫子上坐着, six of six and six of seven characters shared
+    assert rouge_scores("猫坐在垫子上。", "猫在垫子上坐着。", language="zh-Hans")["rouge1_f1"] == pytest.approx(
+        2 * (6 / 6) * (6 / 7) / (6 / 6 + 6 / 7))
+
+
+def test_english_rouge_stays_rouge_scores_default_exactly():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(metrics.ROUGE_TYPES), use_stemmer=True)
+    texts = [*zip(PREDICTIONS, REFERENCES), ("the café was running", "a cafe runs"), ("dogs", "dog")]
+    for language in ("en", "en-GB", "EN_us"):
+        for prediction, reference in texts:
+            ours, direct = rouge_scores(prediction, reference, language=language), scorer.score(reference, prediction)
+            assert all(ours[f"{t}_f1"] == direct[t].fmeasure for t in metrics.ROUGE_TYPES)
+    assert not metrics.is_english("de") and metrics.is_english(None)
+    assert rouge_scores("running dogs", "the dog runs", language="de")["rouge1_f1"] == 0.0  # no English stemmer

@@ -56,6 +56,8 @@ def make_evaluation(**overrides) -> dict:
              "prediction": 'say "hi",\r\nbye', "reference": TRICKY, "metrics": {"bleu": [0.9, "ref"]}, "group": None},
         ],
     }
+    for sample in evaluation["samples"]:  # a task's cluster_by value: one paragraph, or none
+        sample["cluster"] = "para-1" if sample["task"] == "notes_mc" else None
     evaluation.update(overrides)
     return evaluation
 
@@ -118,13 +120,14 @@ def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     with store.connect(path) as conn:
         old_id = store.save_evaluation(conn, make_evaluation())
     raw = sqlite3.connect(path)  # turn it back into what adapterbench 1 wrote
+    raw.execute("ALTER TABLE samples DROP COLUMN cluster_name")
     raw.execute("ALTER TABLE samples DROP COLUMN group_name")
     raw.execute("UPDATE schema_version SET version = 1")
     raw.commit()
     raw.close()
     with store.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
-        assert {s["group"] for s in store.load_evaluation(conn, old_id)["samples"]} == {None}
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        assert {(s["group"], s["cluster"]) for s in store.load_evaluation(conn, old_id)["samples"]} == {(None, None)}
         new_id = store.save_evaluation(conn, make_evaluation())
         assert {s["group"] for s in store.load_evaluation(conn, new_id)["samples"]} == {"recall", None}
 

@@ -145,3 +145,48 @@ def test_classification_instructions_use_the_prompt_lm_eval_scores(tmp_path):
     records = classification_instructions(topics, topics.data)
     assert [r["instruction"] for r in records] == [task.doc_to_text(doc) for doc in docs]
     assert [r["output"] for r in records] == [doc["verbalizers"][doc["label"]] for doc in docs]
+
+
+def test_cluster_by_tags_each_doc_keeps_its_hash_and_language_picks_the_rouge_hook(tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "instruction": f"Вопрос {i}?", "output": f"Ответ {i}.",
+                                        **({"paragraph": f"p{i // 3}"} if i != 4 else {})}) + "\n"
+                            for i in range(8)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: s\nlanguage: ru\ntasks:\n  - {{name: qa-ru, type: generation, data: {data}}}\n"
+                     f"  - {{name: qa_en, type: generation, data: {data}, cluster_by: paragraph, language: en-GB}}\n")
+    code, _, _ = run(capsys, "tasks", "build", str(suite), "--out", str(tmp_path / "tasks"))
+    assert code == 0
+    plain, clustered = ([json.loads(line) for line in (tmp_path / "tasks" / f"{name}.jsonl").read_text().splitlines()]
+                        for name in ("qa-ru", "qa_en"))
+    assert [d.get("cluster") for d in clustered] == ["p0", "p0", "p0", "p1", None, "p1", "p2", "p2"]
+    assert "cluster" not in plain[0]
+    assert [d["doc_hash"] for d in clustered] == [d["doc_hash"] for d in plain]  # still paired with older runs
+    ru = yaml.load((tmp_path / "tasks" / "qa-ru.yaml").read_text(), Tagged)
+    en = yaml.load((tmp_path / "tasks" / "qa_en.yaml").read_text(), Tagged)
+    assert ru["process_results"] == "!function utils.qa_ru_process_generation"
+    assert en["process_results"] == "!function utils.process_generation"
+    utils = (tmp_path / "tasks" / "utils.py").read_text()
+    assert "qa_ru_process_generation = partial(process_generation, language='ru')" in utils
+    namespace: dict = {}
+    exec(utils, namespace)  # the generated hooks run: Cyrillic answers score above 0 in Russian
+    doc = {"reference": "Ответ один."}
+    assert namespace["qa_ru_process_generation"](doc, ["ответ один"])["rougeL_f1"] == 1.0
+    assert namespace["process_generation"](doc, ["ответ один"])["rougeL_f1"] == 0.0
+
+    suite.write_text(f"name: s\ntasks:\n  - {{name: qa, type: generation, data: {data}, cluster_by: para}}\n")
+    code, _, err = run(capsys, "tasks", "build", str(suite), "--out", str(tmp_path / "other"))
+    assert code == 2 and "cluster_by: no record has a column 'para'" in err
+
+
+def test_a_label_named_like_a_class_average_is_refused_at_its_line(tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    for label in ("macro", "weighted", "macro!"):
+        suite.write_text(f"name: s\ntasks:\n  - name: topics\n    type: classification\n    data: x.jsonl\n"
+                         f"    labels: [good, '{label}']\n")
+        code, out, err = run(capsys, "tasks", "list", str(suite))
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert err.startswith(f"error: {suite}:6: field 'tasks[0].labels': label '{label}' would name its F1 'f1_")
+    suite.write_text("name: s\nlanguage: english\ntasks:\n  - {name: t, type: perplexity, data: x.txt}\n")
+    code, _, err = run(capsys, "tasks", "list", str(suite))
+    assert code == 2 and f"{suite}:2: field 'language'" in err

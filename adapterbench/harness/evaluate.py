@@ -190,7 +190,7 @@ def _samples(label: str, result: dict) -> list[dict]:
             rows.append({"label": label, "task": task, "doc_id": str(doc.get("id", sample["doc_id"])),
                          "doc_hash": doc.get("doc_hash", ""), "prompt": _prompt(sample),
                          "prediction": _prediction(sample, doc), "reference": _reference(sample, doc),
-                         "group": doc.get("group"), "metrics": {m: _plain(sample[m]) for m in sample.get("metrics", []) if m in sample}})
+                         "group": doc.get("group"), "cluster": doc.get("cluster"), "metrics": {m: _plain(sample[m]) for m in sample.get("metrics", []) if m in sample}})
     return rows
 
 

@@ -19,7 +19,7 @@ from adapterbench import paths
 from adapterbench.atomic import atomic_file
 from adapterbench.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS evaluations (
@@ -68,6 +68,7 @@ _SCHEMA = (
         reference TEXT,
         metrics_json TEXT NOT NULL,
         group_name TEXT,
+        cluster_name TEXT,
         PRIMARY KEY (evaluation_id, label, task, doc_id),
         FOREIGN KEY (evaluation_id, label) REFERENCES models(evaluation_id, label) ON DELETE CASCADE)""",
     "CREATE INDEX IF NOT EXISTS samples_item ON samples(evaluation_id, task, doc_id)",
@@ -75,6 +76,7 @@ _SCHEMA = (
 # Steps from each older version to the next; a store is upgraded in the transaction that opens it.
 _MIGRATIONS = {
     1: ("ALTER TABLE samples ADD COLUMN group_name TEXT",),  # v2: a task's group_by value per sample
+    2: ("ALTER TABLE samples ADD COLUMN cluster_name TEXT",),  # v3: a task's cluster_by value per sample
 }
 
 
@@ -243,10 +245,10 @@ def save_evaluation(conn: sqlite3.Connection, evaluation: dict) -> str:
             ((eval_id, s["label"], s["task"], s["metric"], s["value"], _stderr(s.get("stderr")), s.get("n"))
              for s in evaluation.get("scores", ())))
         conn.executemany(
-            "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ((eval_id, s["label"], s["task"], str(s["doc_id"]), s.get("doc_hash"), s.get("prompt"),
               s.get("prediction"), s.get("reference"), json.dumps(s.get("metrics") or {}, ensure_ascii=False),
-              s.get("group"))
+              s.get("group"), s.get("cluster"))
              for s in evaluation.get("samples", ())))
     return eval_id
 
@@ -283,7 +285,7 @@ def load_evaluation(conn: sqlite3.Connection, evaluation_id: str, *, with_sample
     samples = [] if not with_samples else [
         {"label": s["label"], "task": s["task"], "doc_id": s["doc_id"], "doc_hash": s["doc_hash"],
          "prompt": s["prompt"], "prediction": s["prediction"], "reference": s["reference"],
-         "metrics": json.loads(s["metrics_json"]), "group": s["group_name"]}
+         "metrics": json.loads(s["metrics_json"]), "group": s["group_name"], "cluster": s["cluster_name"]}
         for s in conn.execute("SELECT * FROM samples WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
     return {"id": e["id"], "created_at": e["created_at"], "suite": {"name": e["suite_name"], "path": e["suite_path"]},
             "base_ref": e["base_ref"], "config": json.loads(e["config_json"]), "command": e["command"],

@@ -208,16 +208,54 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 ROUGE_KEYS = tuple(f"{t}_{part}" for t in ROUGE_TYPES for part in ("precision", "recall", "f1"))
 
 
-@functools.lru_cache(maxsize=1)
-def _rouge_scorer():
+def is_english(language: str | None) -> bool:
+    """English (en, en-GB, eng; also unset): the language rouge-score's own tokenizer and Porter stemmer are for."""
+    return (language or "en").lower().replace("_", "-").split("-")[0] in ("en", "eng")
+
+
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, CJK ideographs): each character is
+# a token, the character-level ROUGE usual for Chinese and Japanese.
+_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x31F0, 0x31FF),
+             (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF))
+
+
+class UnicodeTokenizer:
+    """A rouge-score tokenizer (its `tokenize(text)` interface) for every script: text lowercased and NFC-normalized,
+    each run of Unicode letters, marks and digits one token, each character of an unspaced script one token,
+    everything else a separator; no stemming. rouge-score's default keeps only [a-z0-9], so any other script
+    scores 0."""
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens: list[str] = []
+        word: list[str] = []
+        for ch in unicodedata.normalize("NFC", text.lower()):
+            unspaced = any(low <= ord(ch) <= high for low, high in _UNSPACED)
+            if not unspaced and unicodedata.category(ch)[0] in "LMN":
+                word.append(ch)
+                continue
+            if word:
+                tokens.append("".join(word))
+                word = []
+            if unspaced:
+                tokens.append(ch)
+        if word:
+            tokens.append("".join(word))
+        return tokens
+
+
+@functools.lru_cache(maxsize=2)
+def _rouge_scorer(english: bool):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    if english:  # rouge-score's defaults with the Porter stemmer: scores comparable with everyone else's
+        return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=UnicodeTokenizer())
 
 
-def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
-    """rouge-score's precision/recall/F1 (in [0, 1]) of rouge1/2/L/Lsum, with the Porter stemmer."""
-    scores = _rouge_scorer().score(reference, prediction)  # rouge-score's order is (target, prediction)
+def rouge_scores(prediction: str, reference: str, *, language: str = "en") -> dict[str, float]:
+    """rouge-score's precision/recall/F1 (in [0, 1]) of rouge1/2/L/Lsum: for English its default tokenizer with the
+    Porter stemmer, for any other language the UnicodeTokenizer without stemming."""
+    scores = _rouge_scorer(is_english(language)).score(reference, prediction)  # rouge-score's order: (target, prediction)
     return {f"{t}_{part}": float(getattr(scores[t], attr)) for t in ROUGE_TYPES
             for part, attr in (("precision", "precision"), ("recall", "recall"), ("f1", "fmeasure"))}
 
@@ -278,10 +316,11 @@ def bleu_from_statistics(totals):
     return np.where(zero, 0.0, score)
 
 
-def process_generation(doc: dict, results: Sequence[str]) -> dict:
-    """lm-eval hook for a generation doc: the BLEU item and the 12 ROUGE scores of the stripped output."""
+def process_generation(doc: dict, results: Sequence[str], language: str = "en") -> dict:
+    """lm-eval hook for a generation doc: the BLEU item and the 12 ROUGE scores of the stripped output (ROUGE in
+    the task's `language`, bound in the generated utils.py for tasks not in English)."""
     prediction = (results[0] or "").strip()
-    return {"bleu": (prediction, doc["reference"]), **rouge_scores(prediction, doc["reference"])}
+    return {"bleu": (prediction, doc["reference"]), **rouge_scores(prediction, doc["reference"], language=language)}
 
 
 def process_mc_generate(doc: dict, results: Sequence[str]) -> dict:
