@@ -124,3 +124,21 @@ def test_compare_refuses_a_label_the_evaluation_lacks():
     evaluation = _evaluation({"base": {"mc": [{"acc": 1.0}]}})
     with pytest.raises(ValueError, match="no model 'other'"):
         compare(evaluation, "base", evaluation, "other")
+
+
+def test_compare_swaps_and_resamples_clusters_from_the_samples():
+    rng = random.Random(2)
+    base = [{"acc": float(rng.random() < 0.5), "rougeL_f1": rng.random()} for _ in range(40)]
+    cand = [{"acc": float(rng.random() < 0.6), "rougeL_f1": rng.random()} for _ in range(40)]
+    evaluation = _evaluation({"base": {"qa": base}, "new": {"qa": cand}})
+    for sample in evaluation["samples"]:
+        sample["cluster"] = f"p{int(sample['doc_id']) // 4}"  # ten paragraphs of four questions
+    rows = {r["metric"]: r for r in compare(evaluation, "base", evaluation, "new", iters=300)["rows"]}
+    for row in rows.values():
+        assert row["n_clusters"] == 10 and row["interval"] == "cluster bootstrap" and row["test"] == "permutation"
+    # exact over the paragraphs that differ: a p-value on a grid of 1 / 2**k with k <= 10
+    acc = rows["acc"]
+    assert acc["method"] == "exact" and (acc["p_value"] * 2 ** 10) == pytest.approx(round(acc["p_value"] * 2 ** 10))
+    for sample in evaluation["samples"]:
+        sample["cluster"] = None
+    assert compare(evaluation, "base", evaluation, "new", iters=300)["rows"][0]["test"] == "mcnemar"
