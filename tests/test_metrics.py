@@ -36,11 +36,92 @@ CITIES = ["Paris", "London", "Berlin", "Madrid"]
     # unparseable
     ("", None), ("   \n ", None), ("E", None), ("The answer is E.", None), ("A or B", None), ("(A) or (B)", None),
     ("B/C", None), ("The answer is B or C", None), ("I don't know", None), ("A model is a function", None),
-    ("The answer is a city", None), ("The answer is A because", None), ("Not Paris but London", None),
+    ("The answer is a city", None), ("The answer is A because", None),
     ("Answers vary", None), ("Rome", None),
 ])
 def test_parse_choice_table(text, expected):
     assert parse_choice(text, CITIES) == expected
+
+
+# Adversarial answers a careful reader calls unparseable (None), and their near misses that still name one option.
+@pytest.mark.parametrize(("text", "expected"), [
+    # an echoed option list is not an answer
+    ("A. Paris\nB. London\nC. Berlin\nD. Madrid", None), ("A) Paris\nB) London", None),
+    ("(A) Paris\n(B) London\n(C) Berlin", None), ("A\nB\nC\nD", None), ("Paris\nLondon\nBerlin\nMadrid", None),
+    ("A. Paris B. London C. Berlin D. Madrid", None), ("A) Paris B) London", None),
+    ("Paris, London, Berlin, Madrid", None), ("Paris, London, Berlin or Madrid", None), ("Options: A, B, C, D", None),
+    ("B\nC", None), ("**A.** Paris\n**B.** London", None),
+    # a negated choice is not chosen; what the answer affirms instead is
+    ("Not Paris", None), ("Not A", None), ("not London.", None), ("It is not Berlin.", None),
+    ("The answer is not B", None), ("Answer: not C", None), ("Definitely not Madrid", None), ("Never Berlin", None),
+    ("Not Paris but London", 1), ("It isn't Paris, it's London", 1), ("London, not Paris", 1),
+    ("Berlin rather than Madrid", 2), ("Madrid instead of Paris", 3), ("Anything except Paris", None),
+    # several choices at once
+    ("Answer: A, B", None), ("A, B", None), ("A and C", None), ("B, C and D", None), ("The answer is A, B or C", None),
+    ("Answer: (A), (B)", None), ("A & B", None), ("Answers: B, D", None), ("Paris and London", None),
+    ("London/Berlin", None), ("(B)/(C)", None), ("B; D", None),
+    # alternatives
+    ("Paris or London", None), ("Either Paris or London", None), ("B or maybe C", None), ("(B) or (D)", None),
+    ("London or Berlin, hard to say", None), ("It's A or B", None), ("Answer: B (or possibly C)", None),
+    ("B, perhaps D", None),
+    # self-corrections: unparseable, not the last option named (see the docstring)
+    ("Berlin? No - Madrid.", None), ("Berlin? No, Madrid.", None), ("Paris... actually London", None),
+    ("B. Wait, no, C.", None), ("Answer: B\nActually C", None), ("B? No, C.", None),
+    ("The answer is A. Sorry, I mean B.", None), ("London. Correction: Paris.", None), ("A, I mean D", None),
+    ("Madrid. No wait, Berlin.", None), ("B -- scratch that, D", None), ("C? On second thought, A.", None),
+    # trailing punctuation is ignored
+    ("B,", 1), ("B!", 1), ("B;", 1), ("b!!", 1), ("(C),", 2), ("D.", 3), ("**B**!", 1), ("B .", 1),
+    ("London!", 1), ("Berlin,", 2), ("Madrid;", 3), ("[A]!", 0),
+    # near misses that still answer
+    ("B) London is correct because it is the capital", 1), ("The answer is B, because London is the capital.", 1),
+    ("Answer: C. Berlin is the capital of Germany.", 2), ("B. No other option fits.", 1), ("Answer: B (London)", 1),
+    ("B, London", 1), ("London (B)", 1), ("The capital is London.", 1), ("Definitely London.", 1),
+    ("London, of course.", 1), ("London, which is in England.", 1), ("Final answer: B", 1), ("Option C", 2),
+    ("C is the answer", 2), ("(D) Madrid", 3), ("Paris is the capital of France", 0), ("B, not C", 1),
+    ("Answer: D\nD. Madrid", 3), ("London; the others are not capitals of the UK", 1),
+    ("B) London\nExplanation: the Thames runs through it.", 1), ("B, a city on the Thames", 1),
+])
+def test_parse_choice_refuses_lists_negations_alternatives_and_self_corrections(text, expected):
+    assert parse_choice(text, CITIES) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("True", 0), ("False.", 1), ("True!", 0), ("A", 0), ("B.", 1), ("true (not false)", 0), ("It is true.", 0),
+    ("Not true", None), ("Not false", None), ("It is not true", None), ("true, false", None), ("True or false", None),
+    ("False? No, true.", None), ("A. True\nB. False", None), ("True/False", None), ("neither", None),
+])
+def test_parse_choice_true_false(text, expected):
+    assert parse_choice(text, ["True", "False"]) == expected
+
+
+SENTIMENTS = ["positive", "negative", "neutral"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # echoed label lists, alternatives, self-corrections and negations
+    ("positive, negative, neutral", None), ("Positive, negative or neutral", None), ("positive\nnegative\nneutral", None),
+    ("positive / negative", None), ("Positive? No, negative.", None), ("Negative... actually positive", None),
+    ("neutral - no, positive", None), ("Not positive", None), ("not negative.", None), ("Positive or negative", None),
+    ("Positive and negative", None), ("positive, negative", None), ("Answer: positive, negative", None),
+    ("Positive. Wait, negative.", None), ("negative, I mean neutral", None), ("positive or negative sentiment", None),
+    ("Neutral (or maybe negative)", None), ("Label: neutral? Sorry, positive", None),
+    # trailing punctuation and near misses that still answer
+    ("Positive,", 0), ("Negative!", 1), ("neutral;", 2), ("POSITIVE.", 0), ("Positive, because the reviewer loves it.", 0),
+    ("negative, clearly", 1), ("Neutral. The tone is flat.", 2), ("Label: negative", 1), ("The sentiment is positive", 0),
+    ("positive sentiment", 0), ("Positive (not negative)", 0), ("positive, not negative", 0), ("Negative? Yes.", 1),
+    ("**Neutral**", 2), ("Sentiment: positive!", 0),
+    ("mixed", None), ("", None), ("pos", None), ("I cannot tell", None),
+])
+def test_parse_label_refuses_echoed_lists_alternatives_self_corrections_and_negations(text, expected):
+    assert parse_label(text, SENTIMENTS, SENTIMENTS) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Yes? No.", None), ("No. Yes.", None), ("yes or no", None), ("Yes, no doubt", 0), ("No, no.", 1), ("Yes!", 0),
+    ("no,", 1), ("No!!", 1), ("Yes, no, maybe", None), ("no - yes", None),
+])
+def test_parse_label_yes_no_self_corrections(text, expected):
+    assert parse_label(text, ["positive", "negative"], ["yes", "no"]) == expected
 
 
 def test_parse_choice_article_a_is_not_letter_a_but_choice_text_still_counts():

@@ -22,18 +22,25 @@ _QUOTES = "\"'“”‘’«»"
 _TRAILING = ".!?,;:"
 # A letter written as a token: "(B)", "[B]", or B not glued to a word ("B." "B)" "B" but not "Be", "B's").
 _LETTER = r"(?:\((?P<{0}p>[a-z])\)|\[(?P<{0}b>[a-z])\]|(?P<{0}l>[a-z])(?![\w'’]))"
-_BARE = re.compile(r"\s*(?:\(([a-z])\)|\[([a-z])\]|([a-z])\)?)\s*[.:]?\s*", re.I)
+_BARE = re.compile(r"\s*(?:\(([a-z])\)|\[([a-z])\]|([a-z])\)?)\s*[.:,;!?]*\s*", re.I)
 _ANSWER = re.compile(
     r"\b(?P<kw>answer|option|choice)\b(?P<link>\s+(?:is|would\s+be|should\s+be|will\s+be)\b)?\s*(?P<sep>[:=\-])?\s*"
     + _LETTER.format("x"), re.I)
 _LEADING = re.compile(
-    r"(?:\((?P<p>[a-z])\)|\[(?P<b>[a-z])\]|(?P<l>[a-z])[).:\-](?=\s|$)"
+    r"(?:\((?P<p>[a-z])\)|\[(?P<b>[a-z])\]|(?P<l>[a-z])[).:,;!\-](?=\s|$)"
     r"|(?P<w>[a-z])\s+is\s+(?:the\s+)?(?:correct|right|best|answer)\b)", re.I)
-# "A or B", "(B) and (C)", "B/C": two letters offered together right after the one we found.
-_CONJ = re.compile(r"\s*(?:or|and|/|&)\s*" + _LETTER.format("y"), re.I)
+_OTHER_LETTER = re.compile(_LETTER.format("y"), re.I)
 _ANSWER_PREFIX = re.compile(
     r"^(?:the\s+)?(?:final\s+|correct\s+|right\s+)?(?:answer|label|class|category|sentiment|prediction)\b"
     r"(?:\s+is\b)?\s*:?\s*", re.I)
+# What may stand between an answer and a second option it offers or corrects itself to: "A or B", "A, B", "A/B",
+# "positive? No, negative", "Berlin? No - Madrid", "B. Wait, actually C", "A (or maybe B)".
+_BETWEEN = re.compile(r"[\s,;:/&|?!.\-–—()\[\]\"'“”‘’«»…]+")
+_OFFERING = re.compile(r"(?:or|and|no|nope|wait|actually|rather|maybe|perhaps|possibly|sorry|correction|also|either|"
+                       r"i\s+mean|i\s+think|scratch\s+that|on\s+second\s+thought)\b", re.I)
+# A mention right after one of these is what the answer rules out, not what it answers ("not Paris", "isn't B").
+_NEGATED = re.compile(r"(?:\bnot|\bnever|\bnor|n't|\bno|\brather\s+than|\binstead\s+of|\bother\s+than|\bexcept)"
+                      r"\s+(?:the\s+|a\s+|an\s+)?$", re.I)
 
 
 def _strip_markup(text: str) -> str:
@@ -55,18 +62,70 @@ def _index(letter: str, n: int) -> int | None:
     return i if 0 <= i < n else None
 
 
-def _conjoined(text: str, pos: int, index: int, n: int) -> bool:
-    """True when a second, different in-range letter is offered right after position pos ("A or B")."""
-    m = _CONJ.match(text, pos)
+def _offers_another(text: str, pos: int, index: int, option_at: Callable[[str, int], tuple[int, int] | None]) -> bool:
+    """True when, after the answer ending at `pos`, the text offers a different option: a list ("A, B", echoed
+    options "positive, negative, neutral"), alternatives ("Paris or London", "B/C") or a self-correction
+    ("Positive? No, negative."). `option_at(text, pos)` gives (option index, end) of an option written at pos, or
+    None. Only separators and offering words ("or", "no", "wait", "actually", ...) may stand between; a mention
+    of the same option is passed over; anything else ("because ...", "not C") ends the search."""
+    while pos < len(text):
+        gap = _BETWEEN.match(text, pos)
+        pos = gap.end() if gap else pos
+        found = option_at(text, pos)
+        if found is not None:
+            if found[0] != index:
+                return True
+            pos = found[1]
+            continue
+        word = _OFFERING.match(text, pos)
+        if word is None:
+            return False
+        pos = word.end()
+    return False
+
+
+def _other_letter(text: str, pos: int, n: int) -> tuple[int, int] | None:
+    """A letter written as a token at pos, in range: (index, end). A bare "a" or "I" followed by a word is the
+    article or the pronoun ("B, a city", "B, I think"), not a letter."""
+    m = _OTHER_LETTER.match(text, pos)
     if not m:
-        return False
-    other = _index(_letter_of(m, "y"), n)
-    return other is not None and other != index
+        return None
+    letter = _letter_of(m, "y")
+    if m.group("yl") and letter in "aAI" and re.match(r"[ \t]+[A-Za-z]", text[m.end():]):
+        return None
+    index = _index(letter, n)
+    return None if index is None else (index, m.end())
 
 
-def _letter_from_answer_phrases(text: str, n: int) -> int | None | bool:
+def _text_option(names: Sequence[tuple[str, int]]) -> Callable[[str, int], tuple[int, int] | None]:
+    """option_at for option texts (normalized names, longest first) matched case-insensitively as whole words."""
+    def option_at(text: str, pos: int) -> tuple[int, int] | None:
+        rest = text[pos:].casefold()
+        for name, index in names:
+            if _starts_with(rest, name):
+                # an offered name that is itself an offering word ("no") offers only when nothing follows it:
+                # "Yes? No." corrects itself, "Yes, no doubt" does not
+                if _OFFERING.fullmatch(name) and re.match(r"\s*\w", rest[len(name):]):
+                    continue
+                return index, pos + len(name)
+        return None
+    return option_at
+
+
+def _choice_names(choices: Sequence[str]) -> list[tuple[str, int]]:
+    return sorted(((_norm(c), i) for i, c in enumerate(choices) if _norm(c)), key=lambda item: -len(item[0]))
+
+
+def _any_option(choices: Sequence[str]) -> Callable[[str, int], tuple[int, int] | None]:
+    """option_at for a multiple-choice answer: a letter, or a choice's text."""
+    by_text = _text_option(_choice_names(choices))
+    return lambda text, pos: _other_letter(text, pos, len(choices)) or by_text(text, pos)
+
+
+def _letter_from_answer_phrases(text: str, choices: Sequence[str]) -> int | None | bool:
     """Letters named by "answer is B", "Answer: (B)", "option B": the index, None when none, False when ambiguous.
     "answer" phrases outrank "option"/"choice" ones ("The answer is B; option C is wrong" -> B)."""
+    n = len(choices)
     found: dict[bool, set[int]] = {True: set(), False: set()}
     for m in _ANSWER.finditer(text):
         letter = _letter_of(m, "x")
@@ -79,13 +138,21 @@ def _letter_from_answer_phrases(text: str, n: int) -> int | None | bool:
             # "The answer is a model ...", "answer: I think ..." use the article / pronoun, not a letter.
             if followed_by_word and letter in "aAiI" and (letter.islower() or m.group("link") or m.group("sep")):
                 continue
-        if _conjoined(text, m.end(), index, n):
+        if _offers_another(text, _past_own_text(text, m.end(), choices), index, _any_option(choices)):
             return False
         found[m.group("kw").lower() == "answer"].add(index)
     letters = found[True] or found[False]
     if len(letters) > 1:
         return False
     return next(iter(letters)) if letters else None
+
+
+def _past_own_text(text: str, pos: int, choices: Sequence[str]) -> int:
+    """After a letter, skip the choice text written as its label ("B) London", "(B) Madrid": the letter decides)."""
+    gap = re.match(r"[ \t]*[.:)\-]?[ \t]*", text[pos:])
+    start = pos + gap.end()
+    found = _text_option(_choice_names(choices))(text, start)
+    return found[1] if found else pos
 
 
 def _starts_with(text: str, name: str) -> bool:
@@ -106,11 +173,13 @@ def _exact_choice(text: str, choices: Sequence[str]) -> int | None:
 
 
 def _contained_choice(text: str, choices: Sequence[str]) -> int | None:
-    """The choices occurring in the answer as whole words, a choice counting only where it is not part of a
-    longer matched choice ("Paris, Texas" hides "Paris"): the single one, or the single one the answer (without an
-    "The answer is" prefix) starts with."""
+    """The choices the answer affirms as whole words: a mention right after a negation ("not Paris", "rather than
+    Paris") does not count, nor one inside a longer matched choice ("Paris, Texas" hides "Paris"). The single one
+    left, or the one the answer (without an "The answer is" prefix) starts with, unless it goes on to offer
+    another ("Paris or London", "Berlin? No - Madrid")."""
     answer = _ANSWER_PREFIX.sub("", _norm(text))
-    hits = {i: [m.span() for m in re.finditer(rf"(?<!\w){re.escape(c)}(?!\w)", answer)]
+    hits = {i: [m.span() for m in re.finditer(rf"(?<!\w){re.escape(c)}(?!\w)", answer)
+                if not _NEGATED.search(answer[:m.start()])]
             for i, c in enumerate(_norm(c) for c in choices) if c}
     hits = {i: spans for i, spans in hits.items() if spans}
 
@@ -122,15 +191,36 @@ def _contained_choice(text: str, choices: Sequence[str]) -> int | None:
     if len(alive) == 1:
         return alive[0]
     starting = [i for i in alive if any(a == 0 for a, _ in hits[i])]
-    return starting[0] if len(starting) == 1 else None
+    if len(starting) != 1:
+        return None
+    end = max(b for a, b in hits[starting[0]] if a == 0)
+    return None if _offers_another(answer, end, starting[0], _any_option(choices)) else starting[0]
+
+
+def _echoed_options(text: str, choices: Sequence[str]) -> bool:
+    """Two or more lines each naming a different option by itself ("A. Paris\nB. London", "A\nB", "Paris\nRome"):
+    the options echoed back, not an answer."""
+    named = set()
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        bare, lead = _BARE.fullmatch(line), _LEADING.match(line.strip())
+        letter = next((g for g in bare.groups() if g), None) if bare else (
+            next((g for g in lead.groups() if g), None) if lead and not lead.group("w") else None)
+        index = _index(letter, len(choices)) if letter else _exact_choice(line, choices)
+        if index is not None:
+            named.add(index)
+    return len(named) > 1
 
 
 def parse_choice(text: str, choices: Sequence[str]) -> int | None:
     """Map a generated answer to a choice index, or None when it is unparseable.
 
     Letters run A.. up to len(choices) (case-insensitive); a letter past the last choice is no letter. Markdown
-    marks (``*``, backticks) and surrounding whitespace are ignored. Tried in order, the first rule that decides wins:
-    1. The first non-empty line is a bare letter: "B", "b", "b)", "B.", "B:", "(B)", "[B]", "**B**".
+    marks (``*``, backticks), surrounding whitespace and trailing punctuation ("B,", "B!") are ignored. An answer
+    that echoes the options (two lines each naming a different one) is None. Then, in order, the first rule that
+    decides wins:
+    1. The first non-empty line is a bare letter: "B", "b", "b)", "B.", "B:", "B!", "(B)", "[B]", "**B**".
     2. The whole answer (or its first line, with or without a leading "The answer is"/"Answer:") equals one
        choice's text after normalizing case, whitespace, quotes and trailing punctuation.
     3. An answer phrase names a letter: "Answer: B", "answer is B", "The correct answer is (B) ...", "option B".
@@ -138,15 +228,18 @@ def parse_choice(text: str, choices: Sequence[str]) -> int | None:
        ("The answer is a model ...") and skipped. Two different letters named -> None; "answer" phrases outrank
        "option"/"choice" ones.
     4. The answer starts with a marked letter: "B) Paris", "(B) Paris", "[B] Paris", "B. Paris", "B: Paris",
-       "B is correct". A bare "A" followed by a word ("A model ...") is never a letter.
-    5. The choices' texts found in the answer as whole words (see ``_contained_choice``): exactly one, or the one
-       the answer starts with.
-    Two letters offered together ("A or B", "(A) and (B)", "B/C") make the answer None, as do empty text, a letter
-    out of range with no matching choice text, and text naming no choice. When a letter and a choice text
-    disagree ("B) London" with London as choice C), the letter wins.
+       "B, not C", "B is correct". A bare "A" followed by a word ("A model ...") is never a letter.
+    5. The choices' texts the answer affirms (see ``_contained_choice``: negated mentions do not count): exactly
+       one, or the one the answer starts with.
+    A letter or choice followed by a different option, with only separators and words such as "or", "no",
+    "wait", "actually" between ("A or B", "Answer: A, B", "B/C", "Berlin? No - Madrid", "B. Wait, C"), is None:
+    lists, alternatives and self-corrections are not answers (a self-correction's last option is not taken:
+    "B? No, C. Or B." shows why). So are empty text, a letter out of range with no matching choice text, a choice
+    only negated ("Not Paris"), and text naming no choice. When a letter and the choice text written as its
+    label disagree ("B) London" with London as choice C), the letter wins.
     """
     text = _strip_markup(text)
-    if not text:
+    if not text or _echoed_options(text, choices):
         return None
     n = len(choices)
     first_line = next((line for line in text.splitlines() if line.strip()), "")
@@ -158,7 +251,7 @@ def parse_choice(text: str, choices: Sequence[str]) -> int | None:
     exact = _exact_choice(text, choices)
     if exact is not None:
         return exact
-    named = _letter_from_answer_phrases(text, n)
+    named = _letter_from_answer_phrases(text, choices)
     if named is False:
         return None
     if named is not None:
@@ -167,7 +260,8 @@ def parse_choice(text: str, choices: Sequence[str]) -> int | None:
     if lead:
         index = _index(next(g for g in lead.groups() if g), n)
         if index is not None:
-            return None if _conjoined(text, lead.end(), index, n) else index
+            end = lead.end() if lead.group("w") else _past_own_text(text, lead.end(), choices)
+            return None if _offers_another(text, end, index, _any_option(choices)) else index
     return _contained_choice(text, choices)
 
 
@@ -178,7 +272,9 @@ def parse_label(text: str, labels: Sequence[str], verbalizers: Sequence[str]) ->
     quotes, trailing punctuation). The answer, with a leading "Answer:"/"Label:"/"The answer is" dropped when that
     alone does not match, must equal a name or start with one followed by a non-word character ("Yes." -> yes,
     "no, because ..." -> no). The longest name that matches decides, so "not sarcastic" is not read as "not";
-    names of two labels matching equally, or a second label offered right after ("yes and no", "yes/no"), -> None.
+    names of two labels matching equally -> None. So does a second label offered after it (an echoed label list
+    "positive, negative, neutral", alternatives "yes/no", "positive or negative", a self-correction "Positive? No,
+    negative."), and a negated label ("Not positive": no label starts it).
     """
     names = sorted({(_norm(name), i) for i, pair in enumerate(zip(verbalizers, labels)) for name in pair
                     if _norm(name)}, key=lambda item: -len(item[0]))
@@ -192,11 +288,7 @@ def parse_label(text: str, labels: Sequence[str], verbalizers: Sequence[str]) ->
         if len(indices) > 1:
             return None
         index = indices.pop()
-        rest = candidate[longest:]
-        conj = re.match(r"\s*(?:or|and|/|&)\s*(.*)", rest)
-        if conj and any(i != index and _starts_with(conj.group(1), name) for name, i in names):
-            return None
-        return index
+        return None if _offers_another(candidate, longest, index, _text_option(names)) else index
     return None
 
 
