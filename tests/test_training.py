@@ -1,5 +1,7 @@
-"""The trainer on a tiny model: it learns, masks prompts, resumes exactly, stops early, keeps K checkpoints, keeps
-learning after 4-bit evaluations, and stops on a NaN without touching the last good checkpoint."""
+"""The trainer on a tiny model: it learns, masks prompts, resumes exactly (from checkpoints that load without
+unpickling; starting over when killed before the first), stops early, keeps K checkpoints, keeps learning after 4-bit
+evaluations, stops on a NaN loss, gradient or update before anything is saved, and writes adapter configs
+canonically."""
 
 from __future__ import annotations
 
