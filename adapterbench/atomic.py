@@ -12,7 +12,14 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+(?:\.tmp)?$")  # .NAME.PID.RANDOM[.tmp]
+# .NAME.PID.RANDOM: mkdtemp's 8 characters for a folder, 8 hex digits and .tmp for a file (temp_path)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[a-z0-9_]{8}|[0-9a-f]{8}\.tmp)$")
+
+
+def temp_path(target: Path) -> Path:
+    """Where a file bound for `target` is written first (what dead writers left for it is removed now)."""
+    remove_stale(target.parent, target.name)
+    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 @contextmanager
@@ -21,8 +28,7 @@ def atomic_file(target: str | Path, newline: str | None = None):
     readers see the old file or the whole new one, never half of it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(target.parent, target.name)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path(target)
     try:
         with open(tmp, "w", encoding="utf-8", newline=newline) as f:
             yield f

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from adapterbench import paths
+from adapterbench.atomic import temp_path
 from adapterbench.errors import UserError
 
 KINDS = ("text", "instruction", "multiple_choice", "classification")
@@ -590,7 +591,7 @@ def _write_files(out_dir: Path, files: dict) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+            tmp = temp_path(out_dir / name)
             temps.append((tmp, out_dir / name))
             with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)

@@ -224,7 +224,8 @@ def test_a_dead_writers_temporaries_are_removed_and_a_live_writers_kept(tmp_path
     import subprocess
     import sys
 
-    from adapterbench.atomic import atomic_dir, atomic_file
+    from adapterbench import data
+    from adapterbench.atomic import atomic_dir, atomic_file, remove_stale
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -232,19 +233,25 @@ def test_a_dead_writers_temporaries_are_removed_and_a_live_writers_kept(tmp_path
                           text=True).stdout.strip()  # a pid that has exited
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        leftovers = [folder / f".adapter.{dead}.k2j4x9_a", folder / f".report.md.{dead}.0f3a9b1c.tmp"]
-        kept = [folder / f".adapter.{live.pid}.q8w7e6r5", folder / f".other.{dead}.abc", folder / ".hidden"]
+        leftovers = [folder / f".adapter.{dead}.k2j4x9_a", folder / f".report.md.{dead}.0f3a9b1c.tmp",
+                     folder / f".r.jsonl.{dead}.9e8d7c6b.tmp"]
+        kept = [folder / f".adapter.{live.pid}.q8w7e6r5", folder / f".other.{dead}.abcdefgh",
+                folder / ".notes.1999.orig", folder / ".hidden"]  # a live writer's; another name's; not ours
         for path in (leftovers[0], kept[0]):
             path.mkdir()
             (path / "adapter_model.safetensors").write_bytes(b"half")
-        for path in (leftovers[1], *kept[1:]):
+        for path in (*leftovers[1:], *kept[1:]):
             path.write_text("x")
         with atomic_dir(folder / "adapter") as tmp:
             (tmp / "done").write_text("")
         with atomic_file(folder / "report.md") as f:
             f.write("# report\n")
+        data.write_jsonl(folder / "r.jsonl", [{"text": "t"}])
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["adapter", "report.md", *(p.name for p in kept)])
+            ["adapter", "report.md", "r.jsonl", *(p.name for p in kept)])
+        remove_stale(folder)  # every name, as the trainer cleans its run dir at start
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["adapter", "report.md", "r.jsonl", *(p.name for p in kept if p.name != f".other.{dead}.abcdefgh")])
     finally:
         live.kill()
         live.wait()
