@@ -96,6 +96,9 @@ NULLS = {"dense": None, "6 differ": 6, "20 differ": 20}
 def _rejections(metric: str, n: int, k: int | None, seed: int) -> int:
     rng = np.random.default_rng(seed)
     nulls = Nulls(n, rng)
+    x, y = nulls.pair(metric, k)  # the shortcut above is the row's own test (paired_row adds the interval)
+    row = paired_row("t", metric, [x], [y], labels=["a", "b", "c"], iters=ITERS, seed=0)
+    assert row["p_value"] == _p_value(metric, x, y, seed=0)
     return sum(_p_value(metric, *nulls.pair(metric, k), seed=s) < ALPHA for s in range(SIMS))
 
 

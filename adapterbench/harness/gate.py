@@ -348,9 +348,9 @@ def _mark(row: dict) -> str:
     return "†" if row.get("interval_disagrees") else ""
 
 
-def side_text(side: dict) -> str:
-    """A side in one line: EVAL_ID:LABEL, or "N seeds: ..." listing each."""
-    runs = [f"{run['evaluation_id']}:{run['label']}" for run in side["runs"]]
+def side_text(side: dict, name: Callable[[dict], str] = lambda run: f"{run['evaluation_id']}:{run['label']}") -> str:
+    """A side in one line: its run's `name` (EVAL_ID:LABEL), or "N seeds: ..." naming each."""
+    runs = [name(run) for run in side["runs"]]
     return runs[0] if len(runs) == 1 else f"{len(runs)} seeds: " + ", ".join(runs)
 
 
@@ -390,8 +390,7 @@ def _max_drop(value) -> str:
 
 
 def _md_side(side: dict) -> str:
-    runs = [f"`{_code(run['label'])}` ({_md(run['evaluation_id'])})" for run in side["runs"]]
-    return runs[0] if len(runs) == 1 else f"{len(runs)} seeds: " + ", ".join(runs)
+    return side_text(side, lambda run: f"`{_code(run['label'])}` ({_md(run['evaluation_id'])})")
 
 
 def _code(text: str) -> str:
