@@ -124,7 +124,7 @@ def check_weights(weights: Path, config: dict, config_file: Path) -> None:
                             path=config_file, field="r")
 
 
-def check_base(identities: dict[str, dict], base_sha: str, *, allow_mismatch: bool = False) -> list[str]:
+def check_trained_base(identities: dict[str, dict], base_sha: str, *, allow_mismatch: bool = False) -> list[str]:
     """Labels of the adapters whose training manifest names another base than the loaded one (by content sha256);
     refused unless `allow_mismatch`: a LoRA update means nothing on weights it was not trained against, even when
     the shapes fit. Adapters without a manifest (or one that records no base) cannot be checked."""

@@ -41,7 +41,7 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
     """One base in memory with every adapter attached (checked to fit first). Returns (lm, identities); `lm.quant`
     is the quantization the base was loaded with. An adapter trained on another base is refused unless
     `allow_base_mismatch`; its identity then says `base_mismatch`."""
-    from adapterbench.adapters.identity import adapter_identity, check_base, check_compatible
+    from adapterbench.adapters.identity import adapter_identity, check_compatible, check_trained_base
     from adapterbench.adapters.models import load_model, resolve_model
     from adapterbench.harness.lm import AdapterLM
 
@@ -50,7 +50,7 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
     identities = {label: adapter_identity(path) for label, path in adapters.items()}
     base_path = resolve_model(base)
     base_identity = {"path": str(base_path), "sha256": base_sha(base_path), "base_name": base, "manifest": None}
-    for label in check_base(identities, base_identity["sha256"], allow_mismatch=allow_base_mismatch):
+    for label in check_trained_base(identities, base_identity["sha256"], allow_mismatch=allow_base_mismatch):
         identities[label]["base_mismatch"] = True
     quant = resolve_quant(quant, identities)
     model, tokenizer = load_model(base, dtype=dtype, quant=quant)
