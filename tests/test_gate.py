@@ -261,7 +261,8 @@ def _seed_evaluations(rng, n: int, seeds: int, prefix: str) -> list[dict]:
         correct = rng.random(n) < 1 / (1 + np.exp(-(logit[:n] + rng.normal(0, 0.15))))
         rouge = np.clip(level[:n] + rng.normal(0, 0.01) + rng.normal(0, 0.05, n), 0, 1)
         samples = [{"label": "m", "task": "t", "doc_id": str(i), "doc_hash": f"h{i}",
-                    "metrics": {"acc": float(c), "rougeL_f1": float(r)}} for i, (c, r) in enumerate(zip(correct, rouge))]
+                    "metrics": {"acc": float(c), "rougeL_f1": float(r)}}
+                   for i, (c, r) in enumerate(zip(correct, rouge))]
         runs.append({"id": f"{prefix}{s}", "models": [{"label": "m"}], "samples": samples})
     return runs
 

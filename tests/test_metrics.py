@@ -99,15 +99,17 @@ SENTIMENTS = ["positive", "negative", "neutral"]
 
 @pytest.mark.parametrize(("text", "expected"), [
     # echoed label lists, alternatives, self-corrections and negations
-    ("positive, negative, neutral", None), ("Positive, negative or neutral", None), ("positive\nnegative\nneutral", None),
+    ("positive, negative, neutral", None), ("Positive, negative or neutral", None),
+    ("positive\nnegative\nneutral", None),
     ("positive / negative", None), ("Positive? No, negative.", None), ("Negative... actually positive", None),
     ("neutral - no, positive", None), ("Not positive", None), ("not negative.", None), ("Positive or negative", None),
     ("Positive and negative", None), ("positive, negative", None), ("Answer: positive, negative", None),
     ("Positive. Wait, negative.", None), ("negative, I mean neutral", None), ("positive or negative sentiment", None),
     ("Neutral (or maybe negative)", None), ("Label: neutral? Sorry, positive", None),
     # trailing punctuation and near misses that still answer
-    ("Positive,", 0), ("Negative!", 1), ("neutral;", 2), ("POSITIVE.", 0), ("Positive, because the reviewer loves it.", 0),
-    ("negative, clearly", 1), ("Neutral. The tone is flat.", 2), ("Label: negative", 1), ("The sentiment is positive", 0),
+    ("Positive,", 0), ("Negative!", 1), ("neutral;", 2), ("POSITIVE.", 0),
+    ("Positive, because the reviewer loves it.", 0), ("negative, clearly", 1), ("Neutral. The tone is flat.", 2),
+    ("Label: negative", 1), ("The sentiment is positive", 0),
     ("positive sentiment", 0), ("Positive (not negative)", 0), ("positive, not negative", 0), ("Negative? Yes.", 1),
     ("**Neutral**", 2), ("Sentiment: positive!", 0),
     ("mixed", None), ("", None), ("pos", None), ("I cannot tell", None),

@@ -258,7 +258,8 @@ def units_for_delta(row: dict, delta: float, *, alpha: float, power: float = sta
         one_seed = se / math.sqrt(1 / m_a + 1 / m_b)  # the seed-to-seed standard deviation
         for m in range(2, 101):
             df = 2 * m - 2
-            if (stats.t_quantile(1 - alpha / 2, df) + stats.t_quantile(power, df)) * one_seed * math.sqrt(2 / m) <= delta:
+            quantiles = stats.t_quantile(1 - alpha / 2, df) + stats.t_quantile(power, df)
+            if quantiles * one_seed * math.sqrt(2 / m) <= delta:
                 return m
         return math.ceil(2 * (stats.minimum_detectable_effect(one_seed, alpha=alpha, power=power) / delta) ** 2)
     needed = stats.units_needed(se, row["n_clusters"] or row["n_items"], delta, alpha=alpha, power=power)

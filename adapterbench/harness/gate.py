@@ -289,7 +289,8 @@ def format_verdict_markdown(verdict: dict) -> str:
             _md(row["task"]), f"{_md(row['metric'])} {arrow}", _num(row["baseline"]), _num(row["candidate"]),
             _delta(row) + _mark(row), _num(row["mde"]), f"{_p(row['p_value'])} ({_p(row['p_holm'])})",
             _md(_max_drop(row["max_drop"])), VERDICT_MARKS[row["verdict"]]]) + " |")
-    notes = [f"† {_md(row['task'])}/{_md(row['metric'])}: {_md(row['note'])}" for row in verdict["rows"] if _mark(row)]
+    notes = [f"† {_md(row['task'])}/{_md(row['metric'])}: {_md(row['note'])}"
+             for row in verdict["rows"] if _mark(row)]
     if notes or verdict["warnings"]:
         lines += ["", *(f"- {n}" for n in notes), *(f"- {_md(w)}" for w in verdict["warnings"])]
     return "\n".join(lines) + "\n"

@@ -100,8 +100,9 @@ def paired_bootstrap(items_a: Sequence, items_b: Sequence, aggregate: Callable[[
     (several questions on one paragraph) are not counted as independent evidence.
 
     Returns {delta, ci_low, ci_high, se, se_baseline}: the percentile interval at `confidence`, the standard
-    deviation of the resampled deltas, and that of the baseline's own aggregate. No p-value: the bootstrap under-covers with few differing items (a handful of changed
-    answers among 100 gave 10-13 % false alarms at alpha 0.05), so tests are `paired_permutation`'s.
+    deviation of the resampled deltas, and that of the baseline's own aggregate. No p-value: the bootstrap
+    under-covers with few differing items (a handful of changed answers among 100 gave 10-13 % false alarms at
+    alpha 0.05), so tests are `paired_permutation`'s.
 
     `aggregate` maps a list of items to a number. For speed it may carry `aggregate.batched(items)`, returning a
     function from a weight array (rows x items: how often each item counts in a row) to each row's aggregate

@@ -347,7 +347,8 @@ def _rouge_scorer(english: bool):
 def rouge_scores(prediction: str, reference: str, *, language: str = "en") -> dict[str, float]:
     """rouge-score's precision/recall/F1 (in [0, 1]) of rouge1/2/L/Lsum: for English its default tokenizer with the
     Porter stemmer, for any other language the UnicodeTokenizer without stemming."""
-    scores = _rouge_scorer(is_english(language)).score(reference, prediction)  # rouge-score's order: (target, prediction)
+    # rouge-score's argument order is (target, prediction)
+    scores = _rouge_scorer(is_english(language)).score(reference, prediction)
     return {f"{t}_{part}": float(getattr(scores[t], attr)) for t in ROUGE_TYPES
             for part, attr in (("precision", "precision"), ("recall", "recall"), ("f1", "fmeasure"))}
 
