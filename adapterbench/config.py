@@ -126,12 +126,6 @@ class LoraConfig(Strict):
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
     layers: Optional[list[int]] = None
 
-    @model_validator(mode="after")
-    def _layers_need_module_names(self):
-        if self.layers is not None and self.target_modules == "all-linear":
-            raise ValueError("'layers' needs target_modules as a list of module names (PEFT cannot combine it with "
-                             "all-linear), e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
-        return self
 
 
 class EvalConfig(Strict):

@@ -27,12 +27,10 @@ TOKENIZER_CORPUS = [
 ] * 20
 
 
-def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.02) -> Path:
-    """A 2-layer Llama (hidden 64 by default; init_std 0.3 makes its output depend on the prompt, which tests of
-    batching need) with a 512-token BPE vocabulary, saved as a normal HF model dir."""
-    import torch
+def tiny_tokenizer():
+    """A 512-token byte-level BPE trained in-process, with a ChatML-style chat template."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(TOKENIZER_CORPUS, vocab_size=512, min_frequency=1,
@@ -41,6 +39,16 @@ def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int =
                                         eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         unk_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(out: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.02) -> Path:
+    """A 2-layer Llama (hidden 64 by default; init_std 0.3 makes its output depend on the prompt, which tests of
+    batching need) with the 512-token BPE vocabulary, saved as a normal HF model dir."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

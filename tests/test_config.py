@@ -108,9 +108,9 @@ def test_labels_that_give_the_same_metric_name_are_refused(tmp_path):
         load_suite(path)
 
 
-def test_lora_layers_with_all_linear_is_refused_before_training():
+def test_lora_layers_combine_with_all_linear_or_module_names():
+    """The trainer names all-linear's layers itself when layers are chosen (tests/test_architectures.py trains it)."""
     from adapterbench.config import LoraConfig
 
-    with pytest.raises(ValueError, match="target_modules as a list"):
-        LoraConfig(layers=[1])
+    assert LoraConfig(layers=[1]).target_modules == "all-linear"
     assert LoraConfig(layers=[1], target_modules=["q_proj"]).layers == [1]

@@ -37,11 +37,13 @@ def parse_adapters(specs) -> dict[str, str]:
 
 
 def load_session(base: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
-                 quant: str = "auto", batch_size: int | str = "auto", allow_base_mismatch: bool = False):
-    """One base in memory with every adapter attached (checked to fit first). Returns (lm, identities); `lm.quant`
-    is the quantization the base was loaded with. An adapter trained on another base is refused unless
-    `allow_base_mismatch`; its identity then says `base_mismatch`."""
-    from adapterbench.adapters.identity import adapter_identity, check_compatible, check_trained_base
+                 quant: str = "auto", batch_size: int | str = "auto", allow_base_mismatch: bool = False,
+                 allow_noop_adapter: bool = False):
+    """One base in memory; every adapter checked on it before anything is scored (it loads with PEFT, all its
+    weights land, it changes the model's outputs unless `allow_noop_adapter`) and attached in turn by `lm.use`.
+    Returns (lm, identities); `lm.quant` is the quantization the base was loaded with. An adapter trained on
+    another base is refused unless `allow_base_mismatch`; its identity then says `base_mismatch`."""
+    from adapterbench.adapters.identity import adapter_identity, check_trained_base
     from adapterbench.adapters.models import load_model, resolve_model
     from adapterbench.harness.lm import AdapterLM
 
@@ -55,20 +57,25 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
     quant = resolve_quant(quant, identities)
     model, tokenizer = load_model(base, dtype=dtype, quant=quant)
     for path in adapters.values():
-        check_compatible(model, path)
-    if adapters:
-        from peft import PeftModel
-
-        labels = list(adapters)
-        model = PeftModel.from_pretrained(model, adapters[labels[0]], adapter_name=labels[0])
-        for label in labels[1:]:
-            model.load_adapter(adapters[label], adapter_name=label)
-        model.eval()
+        check_adapter(model, tokenizer, path, allow_noop=allow_noop_adapter)
     identities = {"base": base_identity, **identities}
     rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
-    lm = AdapterLM(model, tokenizer, batch_size=rows)
+    lm = AdapterLM(model, tokenizer, adapters=adapters, batch_size=rows)
     lm.quant = quant
     return lm, identities
+
+
+def check_adapter(model, tokenizer, path: str, *, allow_noop: bool = False) -> None:
+    """Attach the adapter once, as scoring will, and take it off again: refused in one line if PEFT cannot apply
+    it or it leaves the base's outputs unchanged (users keep finding "my adapter scores exactly like the base")."""
+    from adapterbench.adapters.attach import attached, changes_outputs
+
+    with attached(model, path) as peft_model:
+        noop = not changes_outputs(peft_model, tokenizer)
+    if noop and not allow_noop:
+        raise UserError("this adapter changes nothing: on a probe its outputs equal the base's bit for bit (zero "
+                        "LoRA B matrices, targets that match nothing, or weights that did not load); "
+                        "--allow-noop-adapter scores it anyway", path=path)
 
 
 def base_mismatches(identities: dict[str, dict]) -> list[str]:
@@ -239,7 +246,7 @@ def _plain(value):
 def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters=None, limit: int | None = None,
              batch_size: int | str = "auto", dtype: str = "auto", quant: str = "auto", tasks: list[str] | None = None,
              store: str | Path | None = None, save: bool = True, command: str | None = None,
-             allow_base_mismatch: bool = False) -> dict:
+             allow_base_mismatch: bool = False, allow_noop_adapter: bool = False) -> dict:
     """Score `base` and each adapter on every task of `suite`. Returns the evaluation (the store's shape) with its
     id; with save=True it is written to the store in one transaction. `allow_base_mismatch` scores adapters trained
     on another base too; config.base_mismatch lists them."""
@@ -263,14 +270,15 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
     with scratch_dir("adapterbench-tasks") as task_dir:
         loaded = load_tasks(suite, task_dir, tasks)  # data and task names are checked before the model loads
         lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size,
-                                      allow_base_mismatch=allow_base_mismatch)
+                                      allow_base_mismatch=allow_base_mismatch, allow_noop_adapter=allow_noop_adapter)
         evaluation = {"id": store_mod.new_evaluation_id(),
                       "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                       "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
                       "base_ref": base, "command": command or " ".join(sys.argv),
                       "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
                                  "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
-                                 "base_mismatch": base_mismatches(identities)},
+                                 "base_mismatch": base_mismatches(identities),
+                                 "allow_noop_adapter": allow_noop_adapter},
                       "environment": environment(), "models": [], "scores": [], "samples": []}
         for label, identity in identities.items():
             result = score(lm, loaded, label, limit=limit)

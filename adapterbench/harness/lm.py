@@ -3,6 +3,7 @@ that scores every continuation of a shared context in one packed row and applies
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -13,17 +14,25 @@ from tqdm import tqdm
 SHARE_MIN_CONTEXT = 8  # a context shorter than this is cheaper to repeat than to share under a packed mask
 ROW_CAP = 512  # tokens in one packed row (256-1024 tried); longer groups are split into several rows
 TOKEN_BUDGET = 4096  # tokens in one forward pass: measured fastest on a 2-core CPU (2048-16384 tried)
+_UNPROBED = object()
 
 
 class AdapterLM(HFLM):
-    """HFLM over a (Peft)model already in memory. `use(label)` switches between the base ('base') and adapters."""
+    """HFLM over one base in memory. `use(label)` scores the base ('base') or an adapter: one given by path is
+    attached with PEFT's own `from_pretrained` for the duration (any PEFT type), one already in a PeftModel handed
+    in (the trainer's) is switched on."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None,
-                 bf16_autocast: bool | None = None):
-        """`bf16_autocast`: score under bf16 autocast, as the trainer runs the model (LoRA weights stay fp32). None:
-        for a 4-bit base with bf16 compute, which is how QLoRA trains, so scores equal the run's own evaluations."""
+    def __init__(self, model, tokenizer, *, adapters: dict[str, str] | None = None, batch_size: int = 16,
+                 max_length: int | None = None, bf16_autocast: bool | None = None):
+        """`adapters`: {label: PEFT adapter dir}, attached one at a time by `use`. `bf16_autocast`: score under bf16
+        autocast, as the trainer runs the model (LoRA weights stay fp32). None: for a 4-bit base with bf16 compute,
+        which is how QLoRA trains, so scores equal the run's own evaluations."""
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+        self._adapter_paths = dict(adapters or {})
         self._pristine: dict = {}
+        self._declined: set[str] = set()
+        self._label = "base"
+        self._post_head_found = _UNPROBED
         if bf16_autocast is None:
             bf16_autocast = getattr(model, "is_loaded_in_4bit", False) and model.dtype == torch.bfloat16
         self._bf16_autocast = bf16_autocast
@@ -32,24 +41,47 @@ class AdapterLM(HFLM):
 
     @contextmanager
     def use(self, label: str):
-        """Score with adapter `label` ('base': every adapter off). A full-precision base gets the adapter merged
-        into its weights for the duration (an adapter then costs what the base costs); a 4-bit base runs it beside
-        the quantized weights, as PEFT does, under bf16 autocast as training runs it."""
-        model = self._model
+        """Score with adapter `label` ('base': no adapter). A full-precision base gets a plain LoRA adapter merged
+        into its weights for the duration (it then costs what the base costs); any other adapter, and any adapter
+        on a 4-bit base, runs PEFT's unmerged forward, under bf16 autocast as QLoRA training runs it."""
+        from adapterbench.adapters.attach import attached
+
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16_autocast):
-            if not hasattr(model, "disable_adapter"):
+            self._label = label
+            try:
+                if label in self._adapter_paths:
+                    base = self._model
+                    with attached(base, self._adapter_paths[label]) as self._model:
+                        try:
+                            with self._merged():
+                                yield
+                        finally:
+                            self._model = base
+                elif hasattr(self._model, "disable_adapter") and label != "base":
+                    self._model.set_adapter(label)
+                    with self._merged():
+                        yield
+                else:
+                    with self._model.disable_adapter() if hasattr(self._model, "disable_adapter") else nullcontext():
+                        yield
+            finally:
+                self._label = "base"
+
+    @contextmanager
+    def _merged(self):
+        """The active adapter merged into a full-precision base where the merge is proven exact, else as it is."""
+        from adapterbench.adapters.attach import mergeable
+
+        model = self._model
+        if getattr(model, "is_loaded_in_4bit", False) or not mergeable(model):
+            yield
+            return
+        with model.disable_adapter():
+            self._merge(model.active_adapter)
+            try:
                 yield
-                return
-            mergeable = not getattr(model, "is_loaded_in_4bit", False)
-            with model.disable_adapter() if label == "base" or mergeable else nullcontext():
-                if label != "base":
-                    model.set_adapter(label)
-                    if mergeable:
-                        self._merge(label)
-                try:
-                    yield
-                finally:
-                    self._restore()
+            finally:
+                self._restore()
 
     def _merge(self, label: str) -> None:
         """W = W_base + delta in fp32, rounded once to the model dtype; W_base is kept to restore it exactly
@@ -69,16 +101,40 @@ class AdapterLM(HFLM):
             modules = dict(self._model.named_modules())
             for name, pristine in self._pristine.items():
                 modules[name].get_base_layer().weight.copy_(pristine)
+        self._pristine.clear()
 
     def _decoder(self):
-        """The transformer body (final norm included) and the LM head: hidden states for every position, logits only
-        for the positions we score."""
-        model = self._model
-        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-        return causal_lm.model, causal_lm.get_output_embeddings()
+        """The transformer body (final norm included) and the LM head with whatever the model applies after it:
+        hidden states for every position, logits only for the positions we score. Found through the model's own
+        API (`get_decoder()`, `get_output_embeddings()`), never an attribute name."""
+        causal_lm = _causal_lm(self._model)
+        head, post = causal_lm.get_output_embeddings(), self._post_head()
+        return causal_lm.get_decoder(), lambda hidden: post(head(hidden))
+
+    def _post_head(self):
+        """What the model does to its LM head's output (Gemma-2/3 soft-capping, Cohere's logit_scale, Granite's
+        logits_scaling), proven bit for bit against the model's own forward on a probe. None: nothing we know
+        reproduces it, so the fast paths are declined."""
+        if self._post_head_found is _UNPROBED:
+            self._post_head_found = _find_post_head(_causal_lm(self._model), self.device)
+        return self._post_head_found
+
+    def _fast_path(self, longest: int) -> bool:
+        """Our packed paths are proven (tests/test_architectures.py) for these architectures and plain tuner
+        adapters; anything else runs lm-eval's own HFLM path, announced once."""
+        reason = _decline_reason(self._model, self._label, longest)
+        if reason is None and self._post_head() is None:
+            reason = "its forward does something after the LM head that adapterbench cannot reproduce"
+        if reason is not None and reason not in self._declined:
+            self._declined.add(reason)
+            logging.getLogger("adapterbench").warning("scoring with lm-eval's plain HFLM path: %s", reason)
+        return reason is None
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None,
                               need_greedy: bool = True):
+        longest = max((len(context) + len(continuation) for _, context, continuation in requests), default=0)
+        if not self._fast_path(min(longest, self.max_length + 1)):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         body, head = self._decoder()
         segments = _segments(requests, self.max_length)
         prefix = _common_prefix(segments, body, self.device)
@@ -122,7 +178,7 @@ class AdapterLM(HFLM):
         """HFLM's generation, but the left-padded prompts are first run packed (no padding computed) into a KV
         cache, so `generate` only decodes."""
         mask = generation_kwargs.get("attention_mask")
-        if mask is None or context.shape[1] < 2:
+        if mask is None or context.shape[1] < 2 or not self._fast_path(max_length):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         body, _ = self._decoder()
         generation_kwargs["past_key_values"] = _prefill_cache(context, mask, body, self.device)
@@ -299,6 +355,58 @@ def _head_scores(hidden, targets, head, need_greedy: bool = True, chunk: int = 2
         token_ll.append(-F.cross_entropy(logits, t, reduction="none"))
         greedy.append(logits.argmax(dim=-1) == t if need_greedy else torch.zeros_like(t, dtype=torch.bool))
     return torch.cat(token_ll), torch.cat(greedy)
+
+
+def _causal_lm(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _post_head_candidates(config):
+    """Each way a transformers CausalLM is known to treat its head's output, written as its forward writes it (the
+    same ops in the same order, so the probe can ask for bitwise equality)."""
+    yield lambda logits: logits
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        yield lambda logits: torch.tanh(logits / cap) * cap
+    scale = getattr(config, "logit_scale", None)
+    if isinstance(scale, (int, float)):
+        yield lambda logits: logits * scale
+    scaling = getattr(config, "logits_scaling", None)
+    if isinstance(scaling, (int, float)):
+        yield lambda logits: logits / scaling
+
+
+def _find_post_head(causal_lm, device):
+    """The candidate that turns head(body(x)) into exactly the model's own logits on a probe input, or None."""
+    ids = torch.arange(3, 11, device=device).unsqueeze(0) % causal_lm.config.vocab_size
+    with torch.no_grad():
+        expected = causal_lm(input_ids=ids).logits
+        head = causal_lm.get_output_embeddings()(causal_lm.get_decoder()(input_ids=ids).last_hidden_state)
+        return next((post for post in _post_head_candidates(causal_lm.config) if torch.equal(post(head), expected)),
+                    None)
+
+
+# model types whose bodies take our packed rows (a 4D mask and position ids) exactly as HFLM's padded batches:
+# each is proven in tests/test_architectures.py; a new one joins this list with its row in that matrix
+PACKED_ARCHITECTURES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "phi3", "phi", "gemma",
+                                  "gemma2", "gemma3_text", "cohere", "granite", "olmo2", "starcoder2", "falcon", "gpt2",
+                                  "gpt_neox", "opt"})
+
+
+def _decline_reason(model, label: str, longest: int) -> str | None:
+    config = _causal_lm(model).config
+    if config.model_type not in PACKED_ARCHITECTURES:
+        return f"the fast path is not proven for {config.model_type!r} bases"
+    if getattr(config, "alibi", False):
+        return "ALiBi positions come from the padding mask, not from position ids"
+    window = getattr(config, "sliding_window", None)
+    if window and longest > window:
+        return f"requests longer than the {window}-token sliding window (our packed rows do not apply it)"
+    active = getattr(model, "active_peft_config", None) if label != "base" else None
+    if active is not None and active.is_prompt_learning:
+        return f"{active.peft_type.value} adapters feed virtual tokens through PEFT's own forward"
+    return None
+
 
 
 def _as_attention_mask(mask: torch.Tensor, body) -> torch.Tensor:

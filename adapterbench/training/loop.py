@@ -82,9 +82,11 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     model, tokenizer = load_model(config.base_model, dtype=config.dtype, quant=config.quant,
                                   device=str(accelerator.device))
     check_lora_targets(config, model)
+    targets = config.lora.target_modules
+    if targets == "all-linear" and config.lora.layers is not None:  # PEFT takes layers only with module names
+        targets = linear_layer_names(model)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, layers_to_transform=config.lora.layers,
-                      task_type="CAUSAL_LM")
+                      target_modules=targets, layers_to_transform=config.lora.layers, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     use_fast_lora_dropout(model)
     if autocast_bf16(config):
@@ -291,6 +293,16 @@ def check_lora_targets(config: TrainConfig, model) -> None:
     if outside:
         raise config_error(config, ("lora", "layers"), f"layers {outside} do not exist: this base has {depth} "
                            f"layers, numbered 0-{depth - 1}")
+
+
+def linear_layer_names(model) -> list[str]:
+    """What PEFT's all-linear targets, by name: every linear layer of the body (GPT-2's Conv1D and 4-bit ones
+    too), not the LM head."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not head})
 
 
 def on_main(accelerator, fn, share: bool = True):
