@@ -166,3 +166,28 @@ def test_adapter_config_from_a_newer_peft_is_refused_not_silently_trimmed(base_d
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_hyper_future": True}))
     with pytest.raises(UserError, match=r"saved by a newer PEFT: peft \S+ does not know use_hyper_future"):
         evaluate(suite_file, base=str(base_dir), adapters={"future": str(adapter)}, limit=1, save=False)
+
+
+def test_eval_cli_refuses_a_noop_adapter_in_one_line_and_allow_flag_scores_it(base_dir, suite_file, tmp_path,
+                                                                               capsys):
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from adapterbench.cli import main
+
+    zero = tmp_path / "zero"
+    peft.get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                        peft.LoraConfig(target_modules=["q_proj"])).save_pretrained(zero)
+    capsys.readouterr()
+    args = ["eval", str(suite_file), "--base", str(base_dir), "--adapter", str(zero), "--limit", "1", "--tasks", "mc",
+            "--dtype", "fp32", "--store", str(tmp_path / "s.sqlite")]
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("error") or "changes nothing" in line]
+    assert len(said) == 1 and "changes nothing" in said[0] and "Traceback" not in err, err[-500:]
+    assert not (tmp_path / "s.sqlite").exists()
+    with pytest.raises(SystemExit) as allowed:
+        main(args + ["--allow-noop-adapter", "--json"])
+    assert allowed.value.code == 0
