@@ -23,7 +23,8 @@ VERDICT_MARKS = {"improved": "✅ improved", "unchanged": "➖ unchanged", "regr
 
 def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[str], *,
              store: str | Path | None = None, rules: GateConfig | str | Path | None = None,
-             warn: Callable[[str], None] | None = None, allow_base_mismatch: bool = False) -> dict:
+             warn: Callable[[str], None] | None = None, allow_base_mismatch: bool = False,
+             allow_noop_adapter: bool = False) -> dict:
     """Judge the candidate against the baseline on every rule (no rules: every task of the baseline, on its primary
     metric, max_drop 0, alpha 0.05).
 
@@ -60,7 +61,7 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
     for side, listed in refs.items():
         if not listed:
             raise UserError(f"no {side} given", field=f"--{side}")
-    sides = load_sides(refs, rules, store, rules_file, allow_base_mismatch)
+    sides = load_sides(refs, rules, store, rules_file, allow_base_mismatch, allow_noop_adapter)
     warnings = []
 
     def note(message: str) -> None:
@@ -132,7 +133,8 @@ def describe_side(refs: list[str], runs: list[tuple[dict, str]]) -> dict:
 
 
 def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
-                allow_base_mismatch: bool = False) -> dict[str, list[tuple[dict, str]]]:
+                allow_base_mismatch: bool = False, allow_noop_adapter: bool = False
+                ) -> dict[str, list[tuple[dict, str]]]:
     """{side: [(evaluation with samples, label) per REF]}. Labels are resolved first (a typo fails before minutes
     of scoring); adapter dirs are then scored together, the base loaded once."""
     from adapterbench.harness import store as store_mod
@@ -163,7 +165,8 @@ def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
             label = next(iter(parse_adapters([ref])))
             labels[key] = f"{label}-{key[0]}{'' if key[1] == 0 else key[1] + 1}" if label in labels.values() else label
         evaluation = evaluate(rules.suite, base=rules.base, adapters={labels[k]: adapters[k] for k in adapters},
-                              store=store, allow_base_mismatch=allow_base_mismatch)
+                              store=store, allow_base_mismatch=allow_base_mismatch,
+                              allow_noop_adapter=allow_noop_adapter)
         out.update({key: (evaluation, labels[key]) for key in adapters})
     return {side: [out[side, i] for i in range(len(listed))] for side, listed in refs.items()}
 
