@@ -408,7 +408,6 @@ def _decline_reason(model, label: str, longest: int) -> str | None:
     return None
 
 
-
 def _as_attention_mask(mask: torch.Tensor, body) -> torch.Tensor:
     """SDPA and flex take a boolean mask; eager attention adds the mask to the scores."""
     if getattr(body.config, "_attn_implementation", "sdpa") == "eager":
