@@ -23,6 +23,7 @@ def _streamer(tokenizer, write: Callable[[str], None]):
 def run_chat(base: str = "default", adapters: dict[str, str] | None = None, *, start_with: str | None = None,
              max_new_tokens: int = 256, temperature: float = 0.0, system_prompt: str | None = None,
              dtype: str = "auto", quant: str = "auto", allow_base_mismatch: bool = False,
+             allow_noop_adapter: bool = False,
              read: Callable[[str], str] = input,
              write: Callable[[str], None] = print) -> None:
     """The read-answer loop. `read(prompt)` returns a line (EOFError ends the chat); `write(text)` shows text as it
@@ -30,21 +31,28 @@ def run_chat(base: str = "default", adapters: dict[str, str] | None = None, *, s
     import torch
 
     from adapterbench.adapters.models import stay_offline
-    from adapterbench.harness.evaluate import load_session, quiet_libraries
+    from adapterbench.errors import UserError
+    from adapterbench.harness.evaluate import check_base, load_session, quiet_libraries
 
     stay_offline()
     quiet_libraries()
     adapters = adapters or {}
-    lm, _ = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch)
-    tokenizer = lm.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
-        write("note: this tokenizer has no chat template; turns are joined as plain text\n")
+    # everything the model is not needed for, before it loads
+    if max_new_tokens < 1:
+        raise UserError(f"{max_new_tokens} is not valid (expected a positive number of tokens)",
+                        field="--max-new-tokens")
+    if temperature < 0:
+        raise UserError(f"{temperature} is not valid (0 decodes greedily, above 0 samples)", field="--temperature")
     labels = ["base", *adapters]
     label = start_with or (next(iter(adapters)) if adapters else "base")
     if label not in labels:
-        from adapterbench.errors import UserError
-
         raise UserError(f"no model '{label}'; loaded: {', '.join(labels)}", field="--use")
+    check_base(base, dtype, quant)
+    lm, _ = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch,
+                         allow_noop_adapter=allow_noop_adapter)
+    tokenizer = lm.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        write("note: this tokenizer has no chat template; turns are joined as plain text\n")
     messages: list[dict] = []
     with ExitStack() as active:
         active.enter_context(lm.use(label))

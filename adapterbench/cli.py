@@ -36,7 +36,7 @@ def _parse_fields(fields: List[str]) -> dict:
     for item in fields:
         canonical, sep, column = item.partition("=")
         if not sep or not canonical or not column:
-            raise UserError(f"--field expects CANONICAL=COLUMN (e.g. output=completion), got {item!r}")
+            raise UserError(f"--field expects CANONICAL=COLUMN (e.g. output=completion), got {item!r}", field="--field")
         mapping[canonical] = column
     return mapping
 
@@ -115,6 +115,8 @@ def models_info(
 
 
 STORE_HELP = "SQLite store (default: $ADAPTERBENCH_STORE or ./adapterbench.sqlite)."
+NOOP_HELP = ("Score adapters whose outputs equal the base's bit for bit on a probe (zero LoRA B, targets that "
+             "match nothing, weights that did not load): refused by default.")
 MISMATCH_HELP = ("Score adapters whose manifest.json names another base than this one (refused by default; "
                  "recorded in the store).")
 QUANT_HELP = ("auto (the base as the adapters were trained on it, read from their manifest.json; none without one) "
@@ -133,6 +135,7 @@ def eval_cmd(
     dtype: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32."),
     quant: str = typer.Option("auto", help=QUANT_HELP),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
+    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, input, reference and each model's answer."),
     output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval results JSON per model here."),
@@ -151,7 +154,8 @@ def eval_cmd(
     _check_exports(predictions_csv, output_dir)
     evaluation = evaluate(suite, base=base, adapters=adapter, limit=limit, tasks=_parse_csv_list(tasks),
                           batch_size=batch_size, dtype=dtype, quant=quant, store=store,
-                          command="adapterbench " + " ".join(sys.argv[1:]), allow_base_mismatch=allow_base_mismatch)
+                          command="adapterbench " + " ".join(sys.argv[1:]), allow_base_mismatch=allow_base_mismatch,
+                          allow_noop_adapter=allow_noop_adapter)
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:
         _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),
@@ -276,6 +280,7 @@ def gate(
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON instead of a table."),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="ADAPTER_DIR refs: "
                                              + MISMATCH_HELP),
+    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help="ADAPTER_DIR refs: " + NOOP_HELP),
 ):
     """Regression gate: is the candidate worse than the baseline, beyond noise? Paired tests on the items both were
     scored on (McNemar's exact test for accuracy-like metrics, a paired permutation test for BLEU, ROUGE, F1,
@@ -331,7 +336,8 @@ def gate(
     for file, option in ((junit, "--junit"), (markdown, "--markdown")):
         if file:
             paths.output_file(file, field=option)
-    verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch)
+    verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch,
+                                allow_noop_adapter=allow_noop_adapter)
     if out:
         gate_mod.write_verdict_json(verdict, out / "verdict.json")
         gate_mod.write_verdict_markdown(verdict, out / "verdict.md")
@@ -387,6 +393,7 @@ def chat(
     dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
     quant: str = typer.Option("auto", help=QUANT_HELP),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
+    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
 ):
     """Chat with the base or an adapter in the terminal: the model's chat template, tokens streamed as they come.
     In the chat: /adapter NAME switches model ('base' = none), /adapters lists them, /reset forgets the conversation,
@@ -404,7 +411,8 @@ def chat(
         sys.stdout.flush()
 
     run_chat(base, parse_adapters(adapter), start_with=use, system_prompt=system, max_new_tokens=max_new_tokens,
-             temperature=temperature, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch, write=write)
+             temperature=temperature, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch,
+             allow_noop_adapter=allow_noop_adapter, write=write)
 
 
 @app.command()
@@ -420,6 +428,7 @@ def generate(
     dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
     quant: str = typer.Option("auto", help=QUANT_HELP),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
+    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, prompt, reference and each answer."),
     as_json: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
@@ -436,7 +445,7 @@ def generate(
     evaluation = run_generate(prompts, base=base, adapters=adapter, max_new_tokens=max_new_tokens,
                               system_prompt=system, chat_template=not no_chat_template, dtype=dtype, quant=quant,
                               store=store, command="adapterbench " + " ".join(sys.argv[1:]),
-                              allow_base_mismatch=allow_base_mismatch)
+                              allow_base_mismatch=allow_base_mismatch, allow_noop_adapter=allow_noop_adapter)
     if predictions_csv:
         store_mod.write_predictions_csv(evaluation, predictions_csv)
     if as_json:

@@ -78,7 +78,7 @@ def _check_labels(labels: list | None) -> list | None:
         return None
     labels = [str(label).strip() for label in labels]
     dupes = [label for label, k in Counter(labels).items() if k > 1]
-    if not all(labels) or dupes:
+    if not labels or not all(labels) or dupes:
         raise UserError(f"label list {','.join(labels)!r} has empty or repeated names (expected distinct names)")
     return labels
 
@@ -619,8 +619,7 @@ def split_file(path, kind: str, out_dir, *, ratios, seed: int = 0, ngram: int = 
     name = name or (path.resolve().name if path.is_dir() else path.stem)
     if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
         raise UserError(f"name {name!r} is not valid (expected letters, digits, '.', '-' or '_')")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError("exists and is not a folder (expected a folder for the split files)", path=out_dir)
+    paths.output_dir(out_dir, field="--out")
     records = read_records(path, kind, fields=fields, labels=labels, keep_code=keep_code, keep_markup=keep_markup)
     parts = dict(zip(("train", "test") if len(ratios) == 2 else ("train", "val", "test"),
                      split_records(records, ratios, seed)))

@@ -135,6 +135,16 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def check_load_options(dtype: str, quant: str, auto_quant: bool = False) -> None:
+    """The dtype and quant names, checked before any work (auto_quant: 'auto' is allowed, chosen later from the
+    adapters' manifests)."""
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}", field="dtype")
+    quants = (*QUANTS, "auto") if auto_quant else QUANTS
+    if quant not in quants:
+        raise UserError(f"unknown quant {quant!r}; expected one of {', '.join(quants)}", field="quant")
+
+
 def resolve_dtype(dtype: str = "auto", device: str | None = None):
     """`auto` is bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32."""
     import torch
@@ -160,8 +170,7 @@ def default_device() -> str:
 def load_model(ref: str = DEFAULT_MODEL, *, dtype: str = "auto", quant: str = "none", device: str | None = None):
     """Load (model, tokenizer) for `ref`. `quant="nf4"` is QLoRA's 4-bit NF4 with double quantization and the
     resolved dtype as compute dtype."""
-    if quant not in QUANTS:
-        raise UserError(f"unknown quant {quant!r}; expected one of {', '.join(QUANTS)}", field="quant")
+    check_load_options(dtype, quant)
     stay_offline()
     # transformers 5 deprecates a name that PEFT still calls whenever it wraps or loads an adapter on this model;
     # nothing for our users to do

@@ -83,6 +83,15 @@ def base_mismatches(identities: dict[str, dict]) -> list[str]:
     return [label for label, identity in identities.items() if identity.get("base_mismatch")]
 
 
+def check_base(base: str, dtype: str, quant: str) -> None:
+    """The base and how to load it, checked before tasks compile or a model loads (a GGUF base is converted now,
+    once, as loading would)."""
+    from adapterbench.adapters.models import check_load_options, resolve_model
+
+    check_load_options(dtype, quant, auto_quant=True)
+    resolve_model(base)
+
+
 def resolve_quant(quant: str, identities: dict[str, dict]) -> str:
     """'auto': load the base as the adapters were trained on it (the `quant` of their training manifests), so that
     `eval` gives the numbers the training run's own evaluations gave; 'none' for the base alone or adapters without
@@ -264,6 +273,7 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
         raise UserError(f"limit {limit} is not valid (expected a positive number of items per task)", field="--limit")
     if save:  # a store that cannot take the results is refused now, not after minutes of scoring
         store_mod.check_store(store)
+    check_base(base, dtype, quant)
     started = time.time()
     from adapterbench.atomic import scratch_dir
 

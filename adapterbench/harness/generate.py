@@ -77,13 +77,13 @@ def answer(lm, label: str, prompts: list[str], *, max_new_tokens: int = 128, sys
 def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, max_new_tokens: int = 128,
              system_prompt: str | None = None, chat_template: bool = True, dtype: str = "auto", quant: str = "auto",
              store: str | Path | None = None, save: bool = True, command: str | None = None,
-             progress: bool = True, allow_base_mismatch: bool = False) -> dict:
+             progress: bool = True, allow_base_mismatch: bool = False, allow_noop_adapter: bool = False) -> dict:
     """Answer every prompt with the base and each adapter. Returns the evaluation (kind 'generate'; one sample per
     prompt and model, no scores); with save=True it goes into the store."""
     from adapterbench.adapters.models import stay_offline
     from adapterbench.harness import store as store_mod
-    from adapterbench.harness.evaluate import (base_mismatches, environment, load_session, parse_adapters,
-                                               quiet_libraries)
+    from adapterbench.harness.evaluate import (base_mismatches, check_base, environment, load_session,
+                                               parse_adapters, quiet_libraries)
 
     stay_offline()
     quiet_libraries()
@@ -92,7 +92,12 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
     adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
     if save:
         store_mod.check_store(store)  # before the model loads: a store that cannot take the answers is refused
-    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch)
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens {max_new_tokens} is not valid (expected a positive number of tokens)",
+                        field="--max-new-tokens")
+    check_base(base, dtype, quant)
+    lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch,
+                                  allow_noop_adapter=allow_noop_adapter)
     task = prompts_file.stem
     evaluation = {"id": store_mod.new_evaluation_id(), "kind": "generate",
                   "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -250,6 +250,8 @@ def check_before_loading(config: TrainConfig, store) -> None:
     from adapterbench.harness import store as store_mod
     from adapterbench.tasks.compile import build_suite, metric_names
 
+    from adapterbench.adapters.models import resolve_model
+
     paths.output_dir(config.out, field="out")
     if config.eval:
         store_mod.check_store(store)
@@ -273,6 +275,7 @@ def check_before_loading(config: TrainConfig, store) -> None:
         known = f"its evaluations measure: {', '.join(measured)}" if measured else \
             "this run has no evaluation measuring anything (set eval, and data.val or eval.suite)"
         raise config_error(config, ("early_stopping", "metric"), f"{rule.metric!r} is never measured; {known}")
+    resolve_model(config.base_model)  # last: a GGUF base is converted here (once), as loading would
 
 
 def check_lora_targets(config: TrainConfig, model) -> None:
