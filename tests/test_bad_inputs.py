@@ -32,7 +32,8 @@ QA = [{"id": f"q{i}", "instruction": f"What is item {i}?", "output": f"Item {i}.
 MC = [{"id": f"m{i}", "question": f"Pick {i}?", "choices": ["a", "b", "c"], "answer": i % 3} for i in range(4)]
 TOPICS = [{"id": f"t{i}", "text": f"Sentence {i}.", "label": ["pos", "neg"][i % 2]} for i in range(4)]
 NOTES = "# Notes\n\nLoRA learns a low-rank update of frozen weights.\n\nQuantization stores weights in four bits.\n"
-SUITE = "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl}\n  - {name: mc, type: multiple_choice, data: mc.jsonl}\n"
+SUITE = ("name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl}\n"
+         "  - {name: mc, type: multiple_choice, data: mc.jsonl}\n")
 GATE = "rules:\n  - {task: mc, metric: acc}\n"
 
 
@@ -103,6 +104,14 @@ def bad_dir(config: dict | str, weights: bool = True) -> Callable[[Path], None]:
 
 LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
 NAN_LINE = '{"instruction": "Say hi", "output": NaN}'
+# nine levels of nine aliases each: 9**10 values once expanded; refused where it passes the bound (line 6)
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def one_task(extra: str = "", name: str = "qa", kind: str = "generation", data: str = "qa.jsonl") -> str:
+    """A suite of one task written on line 3, with `extra` keys (YAML flow syntax) added to it."""
+    return f"name: s\ntasks:\n  - {{name: {name}, type: {kind}, data: {data}{', ' + extra if extra else ''}}}\n"
 
 
 def data_split(kind: str, name: str, content, *extra, **expect) -> Case:
@@ -241,65 +250,51 @@ CASES = [
            field=fld, says=says) for name, text, line, fld, says, extra in [
         ("invalid-yaml", "name: s\ntasks:\n  - name: qa\n   type: generation\n", 4, None, "invalid YAML", {}),
         ("tab-indent", "name: s\ntasks:\n\t- {name: qa}\n", 3, None, "invalid YAML", {}),
-        ("alias-bomb", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + SUITE, 6, None,
-         "aliases", {}),
+        ("alias-bomb", BOMB + SUITE, 6, None, "aliases", {}),
         ("recursive-alias", "name: s\ntasks: &t [*t]\n", 2, None, "alias refers to a node it is in", {}),
         ("top-level-list", "- name: s\n", None, None, "mapping", {}),
         ("empty", "", None, None, "mapping", {}),
         ("unknown-key", SUITE + "taks: []\n", 5, "taks", "did you mean 'tasks'", {}),
-        ("missing-name", "tasks:\n  - {name: qa, type: generation, data: qa.jsonl}\n", None, "name", "missing", {}),
-        ("bad-name", "name: my suite\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl}\n", 1, "name",
-         "pattern", {}),
+        ("missing-name", one_task().replace("name: s\n", ""), None, "name", "missing", {}),
+        ("bad-name", one_task().replace("name: s", "name: my suite"), 1, "name", "pattern", {}),
         ("no-tasks", "name: s\ntasks: []\n", 2, "tasks", "at least 1", {}),
         ("tasks-mapping", "name: s\ntasks: {qa: {type: generation}}\n", 2, "tasks", "list", {}),
-        ("unknown-type", "name: s\ntasks:\n  - {name: qa, type: summarize, data: qa.jsonl}\n", 3, "tasks[0].type",
-         "generation", {}),
-        ("missing-data", "name: s\ntasks:\n  - {name: qa, type: generation}\n", 3, "tasks[0].data", "missing", {}),
-        ("limit-zero", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, limit: 0}\n", 3,
-         "tasks[0].limit", "greater than 0", {}),
-        ("limit-negative", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, limit: -5}\n", 3,
-         "tasks[0].limit", "greater than 0", {}),
-        ("max-new-tokens-zero", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, "
-         "max_new_tokens: 0}\n", 3, "tasks[0].max_new_tokens", "greater than 0", {}),
-        ("fewshot-negative", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, num_fewshot: -1}\n",
-         3, "tasks[0].num_fewshot", "greater than or equal", {}),
-        ("fewshot-without-data", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, "
-         "num_fewshot: 2}\n", 3, "tasks[0]", "fewshot_data", {}),
+        ("unknown-type", one_task(kind="summarize"), 3, "tasks[0].type", "generation", {}),
+        ("missing-data", one_task().replace(", data: qa.jsonl", ""), 3, "tasks[0].data", "missing", {}),
+        ("limit-zero", one_task("limit: 0"), 3, "tasks[0].limit", "greater than 0", {}),
+        ("limit-negative", one_task("limit: -5"), 3, "tasks[0].limit", "greater than 0", {}),
+        ("max-new-tokens-zero", one_task("max_new_tokens: 0"), 3, "tasks[0].max_new_tokens", "greater than 0", {}),
+        ("fewshot-negative", one_task("num_fewshot: -1"), 3, "tasks[0].num_fewshot", "greater than or equal", {}),
+        ("fewshot-without-data", one_task("num_fewshot: 2"), 3, "tasks[0]", "fewshot_data", {}),
         ("fewshot-beyond-pool", "name: s\ntasks:\n  - name: qa\n    type: generation\n    data: qa.jsonl\n"
          "    fewshot_data: two.jsonl\n    num_fewshot: 5\n", 7, "tasks[0].num_fewshot", "has 2 item(s)",
          {"two.jsonl": jl(*QA[:2])}),
-        ("classification-without-labels", "name: s\ntasks:\n  - {name: t, type: classification, data: t.jsonl}\n",
-         3, "tasks[0]", "needs 'labels'", {}),
-        ("label-slug-clash", "name: s\ntasks:\n  - {name: t, type: classification, data: t.jsonl, "
-         "labels: [a b, a-b]}\n", 3, "tasks[0]", "same metric name", {}),
-        ("verbalizer-unknown-label", "name: s\ntasks:\n  - {name: t, type: classification, data: t.jsonl, "
-         "labels: [pos, neg], verbalizers: {neutral: meh}}\n", 3, "tasks[0]", "verbalizers", {}),
-        ("duplicate-task", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl}\n"
-         "  - {name: qa, type: generation, data: qa.jsonl}\n", None, None, "unique", {}),
-        ("hook-name-clash", "name: s\ntasks:\n  - {name: my-qa, type: generation, data: qa.jsonl}\n"
-         "  - {name: my_qa, type: generation, data: qa.jsonl}\n", None, None, "differ only in '-'", {}),
-        ("unknown-method", "name: s\ntasks:\n  - {name: t, type: classification, data: t.jsonl, labels: [pos, neg], "
-         "method: vote}\n", 3, "tasks[0].method", "generate", {}),
-        ("chat-template-not-bool", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, "
-         "chat_template: maybe}\n", 3, "tasks[0].chat_template", "boolean", {}),
-        ("fields-list", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, fields: [a]}\n", 3,
-         "tasks[0].fields", "dictionary", {}),
-        ("labels-string", "name: s\ntasks:\n  - {name: t, type: classification, data: t.jsonl, labels: pos}\n", 3,
-         "tasks[0].labels", "list", {}),
-        ("system-prompt-number", "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, "
-         "system_prompt: 5}\n", 3, "tasks[0].system_prompt", "string", {}),
+        ("classification-without-labels", one_task("", "t", "classification", "t.jsonl"), 3, "tasks[0]",
+         "needs 'labels'", {}),
+        ("label-slug-clash", one_task("labels: [a b, a-b]", "t", "classification", "t.jsonl"), 3, "tasks[0]",
+         "same metric name", {}),
+        ("verbalizer-unknown-label", one_task("labels: [pos, neg], verbalizers: {neutral: meh}", "t",
+                                              "classification", "t.jsonl"), 3, "tasks[0]", "verbalizers", {}),
+        ("duplicate-task", SUITE.replace("name: mc, type: multiple_choice, data: mc", "name: qa, type: generation, "
+                                         "data: qa"), None, None, "unique", {}),
+        ("hook-name-clash", SUITE.replace("name: qa", "name: my-qa").replace("name: mc", "name: my_qa"), None, None,
+         "differ only in '-'", {}),
+        ("unknown-method", one_task("labels: [pos, neg], method: vote", "t", "classification", "t.jsonl"), 3,
+         "tasks[0].method", "generate", {}),
+        ("chat-template-not-bool", one_task("chat_template: maybe"), 3, "tasks[0].chat_template", "boolean", {}),
+        ("fields-list", one_task("fields: [a]"), 3, "tasks[0].fields", "dictionary", {}),
+        ("labels-string", one_task("labels: pos", "t", "classification", "t.jsonl"), 3, "tasks[0].labels", "list",
+         {}),
+        ("system-prompt-number", one_task("system_prompt: 5"), 3, "tasks[0].system_prompt", "string", {}),
         ("not-utf8", "name: caf\xe9\ntasks: []\n".encode("latin-1"), None, None, "not UTF-8", {}),
     ]],
-    Case("suite-group-by-unknown-column", ["tasks", "list", "bad.yaml"],
-         {"bad.yaml": "name: s\ntasks:\n  - {name: qa, type: generation, data: qa.jsonl, group_by: mode}\n"},
+    Case("suite-group-by-unknown-column", ["tasks", "list", "bad.yaml"], {"bad.yaml": one_task("group_by: mode")},
          file="qa.jsonl", field="group_by", says="no record has a column"),
-    Case("suite-data-not-found", ["tasks", "list", "bad.yaml"],
-         {"bad.yaml": "name: s\ntasks:\n  - {name: qa, type: generation, data: nowhere.jsonl}\n"},
+    Case("suite-data-not-found", ["tasks", "list", "bad.yaml"], {"bad.yaml": one_task(data="nowhere.jsonl")},
          file="nowhere.jsonl", says="no such file"),
     Case("suite-data-bad-record", ["tasks", "list", "bad.yaml"],
-         {"bad.yaml": "name: s\ntasks:\n  - {name: qa, type: generation, data: broken.jsonl}\n",
-          "broken.jsonl": jl(QA[0], NAN_LINE)}, file="broken.jsonl", line=2, field="output", says="number nan"),
+         {"bad.yaml": one_task(data="broken.jsonl"), "broken.jsonl": jl(QA[0], NAN_LINE)}, file="broken.jsonl",
+         line=2, field="output", says="number nan"),
     Case("suite-is-a-folder", ["tasks", "list", "conf"], {"conf": DIR}, file="conf", says="a folder"),
     Case("suite-is-a-fifo", ["tasks", "list", "s.yaml"], {"s.yaml": FIFO}, file="s.yaml",
          says="not a regular file"),
@@ -402,14 +397,12 @@ CASES = [
     Case("chat-base-custom-code", ["chat", "--base", "b"], {"b": bad_dir({**LLAMA, "auto_map": {"x": "y.Z"}})},
          file="config.json", field="auto_map", says="its own Python code"),
     Case("chat-unknown-dtype", ["chat", "--base", "{tiny}", "--dtype", "int8"], field="dtype", says="int8"),
-    # --- train.yaml and train's destinations ---------------------------------------------------------------------------
+    # --- train.yaml and train's destinations --------------------------------------------------------------------------
     *[Case(f"train-{name}", ["train", "t.yaml", *overrides], {"t.yaml": text, **extra},
            file="t.yaml" if fname is None else fname or None,
            line=line, field=fld, says=says) for name, text, overrides, extra, fname, line, fld, says in [
         ("invalid-yaml", "data: {format: text\n", [], {}, None, 2, None, "invalid YAML"),
-        ("alias-bomb", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")), [], {}, None, 6,
-         None, "aliases"),
+        ("alias-bomb", BOMB, [], {}, None, 6, None, "aliases"),
         ("unknown-key", "{tiny_yaml}lora: {rank: 8}\n", [], {}, None, 7, "lora.rank", "unknown key; known keys: r,"),
         ("missing-data", "max_steps: 1\n", [], {}, None, None, "data", "missing"),
         ("unknown-format", "data: {format: chat, train: qa.jsonl}\nmax_steps: 1\n", [], {}, None, 1,
@@ -464,12 +457,13 @@ CASES = [
           "b": bad_dir({**LLAMA, "auto_map": {"AutoModelForCausalLM": "x.Y"}})}, file="config.json", field="auto_map",
          says="its own Python code"),
     Case("train-config-missing", ["train", "none.yaml"], file="none.yaml", says="not found"),
-    # --- gate: rules files, refs and destinations ----------------------------------------------------------------------
+    # --- gate: rules files, refs and destinations ---------------------------------------------------------------------
     *[Case(f"gate-rules-{name}", ["gate", "-b", "base", "-c", "a1", "--rules", "g.yaml"], {"g.yaml": text},
            file="g.yaml", line=line, field=fld, says=says) for name, text, line, fld, says in [
         ("invalid-yaml", "rules:\n  - {task: mc\n", 3, None, "invalid YAML"),
         ("unknown-key", "alpha: 0.05\nrulez: []\n", 2, "rulez", "did you mean 'rules'"),
-        ("max-drop-negative-share", "rules:\n  - {task: mc, max_drop: '-5%'}\n", 2, "rules[0].max_drop", "never negative"),
+        ("max-drop-negative-share", "rules:\n  - {task: mc, max_drop: '-5%'}\n", 2, "rules[0].max_drop",
+         "never negative"),
         ("max-drop-text", "max_drop: lots\n", 1, "max_drop", "max_drop is a number"),
         ("max-drop-negative", "max_drop: -1\n", 1, "max_drop", ">= 0"),
         ("alpha-above-one", "alpha: 1.5\n", 1, "alpha", "less than 1"),
@@ -477,9 +471,7 @@ CASES = [
         ("iters-too-few", "iters: 10\n", 1, "iters", "greater than or equal to 100"),
         ("seed-negative", "seed: -4\n", 1, "seed", "greater than or equal to 0"),
         ("unknown-task", "rules:\n  - {task: essays}\n", 2, None, "essays"),
-        ("alias-bomb", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")), 6, None,
-         "aliases"),
+        ("alias-bomb", BOMB, 6, None, "aliases"),
     ]],
     Case("gate-adapter-without-suite", ["gate", "-b", "base", "-c", "ad", "--rules", "g.yaml"],
          {"g.yaml": "rules: []\n", "ad": DIR, "ad/adapter_config.json": "{}"}, file="g.yaml", field="suite",
@@ -501,7 +493,7 @@ CASES = [
     Case("gate-store-text", ["gate", "-b", "base", "-c", "a1", "--store", "notes.md"], file="notes.md",
          field="--store", says="not an SQLite file"),
     Case("gate-baseline-missing", ["gate", "-c", "a1"], says="Missing option '--baseline'"),
-    # --- report ---------------------------------------------------------------------------------------------------------
+    # --- report -------------------------------------------------------------------------------------------------------
     Case("report-out-is-a-file", ["report", "--latest", "--out", "notes.md"], file="notes.md", field="--out",
          says="not a folder"),
     Case("report-out-under-a-file", ["report", "--latest", "--out", "notes.md/r"], file="r", field="--out",
@@ -517,7 +509,7 @@ CASES = [
     Case("report-store-malformed", ["report", "--latest", "--out", "r", "--store", "broken.sqlite"],
          {"broken.sqlite": malformed_store}, file="broken.sqlite", field="--store", says="damaged"),
     Case("report-out-missing", ["report", "--latest"], says="Missing option '--out'"),
-    # --- runs -----------------------------------------------------------------------------------------------------------
+    # --- runs ---------------------------------------------------------------------------------------------------------
     Case("runs-show-unknown-id", ["runs", "show", "ev-1999"], file="store.sqlite", field="evaluation",
          says="no evaluation"),
     Case("runs-show-predictions-csv-folder", ["runs", "show", "latest", "--predictions-csv", "out"], {"out": DIR},
@@ -535,7 +527,7 @@ CASES = [
          file="l.sqlite", field="--store", says="symbolic links"),
     Case("runs-list-store-under-a-file", ["runs", "list", "--store", "notes.md/s.sqlite"], file="notes.md",
          field="--store", says="not a folder"),
-    # --- models info, demo ----------------------------------------------------------------------------------------------
+    # --- models info, demo --------------------------------------------------------------------------------------------
     Case("models-info-missing-gguf", ["models", "info", "none.gguf"], file="none.gguf", says="not found"),
     Case("models-info-fake-gguf", ["models", "info", "fake.gguf"], {"fake.gguf": b"GGML\0\0\0"}, file="fake.gguf",
          says="not a GGUF file"),
