@@ -8,6 +8,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 from contextlib import closing
 from pathlib import Path
 from typing import Callable, Sequence
@@ -342,7 +343,7 @@ def format_verdict(verdict: dict) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n) or "no rules"
     notes = [f"† {row['task']}/{row['metric']}: {row['note']}" for row in verdict["rows"] if _mark(row)]
     return "\n".join([f"baseline:  {side_text(verdict['baseline'])}",
-                      f"candidate: {side_text(verdict['candidate'])}", verdict["answers"],
+                      f"candidate: {side_text(verdict['candidate'])}", textwrap.fill(verdict["answers"], 116),
                       "", lines[0], "-" * max(map(len, lines)), *lines[1:], *notes, "",
                       f"gate {verdict['status']}: {counts}"])
 

@@ -5,6 +5,7 @@ needed for a chosen delta."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -131,7 +132,8 @@ def format_plan(result: dict) -> str:
     elif result["question"] == "checkpoints":
         notes.append("If the candidate is a second seed of the baseline's config, its delta is seed noise: a gate of "
                      "one checkpoint per side flags such deltas once they exceed the MDE.")
-    return "\n".join([*sides, "", lines[0], "-" * max(map(len, lines)), *lines[1:], "", *notes])
+    return "\n".join([*sides, "", lines[0], "-" * max(map(len, lines)), *lines[1:], "",
+                      *(textwrap.fill(note, 116) for note in notes)])
 
 
 def _number(value) -> str:
