@@ -505,7 +505,7 @@ def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
 
     if limit < 1:
         raise UserError(f"--limit {limit} is not valid (expected a positive number of evaluations)", field="--limit")
-    with store_mod.connect(store) as conn:
+    with store_mod.connect(store, create=False) as conn:
         rows = store_mod.list_evaluations(conn, limit=limit)
     _echo(json.dumps(rows, indent=2) if as_json else store_mod.format_evaluation_list(rows), as_json=as_json)
 
@@ -523,7 +523,7 @@ def runs_show(
     from adapterbench.harness.evaluate import results_table
 
     _check_exports(predictions_csv, output_dir)
-    with store_mod.connect(store) as conn:
+    with store_mod.connect(store, create=False) as conn:
         evaluation = store_mod.load_evaluation(conn, eval_id, with_samples=bool(predictions_csv))
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:

@@ -148,7 +148,7 @@ def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
                         "needs a suite: set 'suite:' in the rules file (--rules gate.yaml), or pass a label "
                         "already in the store", path=rules_file, field="suite")
     out: dict[tuple[str, int], tuple[dict, str]] = {}
-    with closing(store_mod.connect(store)) as conn:
+    with closing(store_mod.connect(store, create=bool(adapters))) as conn:  # only scoring adapters writes to it
         for side, i, ref in entries:
             if (side, i) in adapters:
                 continue

@@ -150,12 +150,15 @@ def _check_intact(conn: sqlite3.Connection, path: Path) -> None:
     _INTACT.add(state)
 
 
-def connect(path: str | Path | None = None) -> sqlite3.Connection:
-    """Open (creating if needed) the store; refuses, leaving it untouched, a store written by a newer schema and any
-    file that is not an adapterbench store."""
+def connect(path: str | Path | None = None, *, create: bool = True) -> sqlite3.Connection:
+    """Open the store, creating it if needed (create=False, for commands that only read: a missing store is an
+    error, not a new empty file); refuses, leaving it untouched, a store written by a newer schema and any file that
+    is not an adapterbench store."""
     path = Path(path) if path is not None else default_store_path()
     if str(path) != ":memory:":
-        inspect_store(path)
+        if inspect_store(path) is None and not create and not path.exists():
+            raise UserError("no store here: nothing was evaluated into it yet (check --store and "
+                            "$ADAPTERBENCH_STORE)", path=path, field="--store")
         paths.output_dir(path.parent, field="--store")
         path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode: transactions are ours (BEGIN IMMEDIATE), not the sqlite3 module's implicit ones. The timeout

@@ -24,7 +24,7 @@ def make_report(out: str | Path, *, eval_refs=(), train_runs=(), formats=FORMATS
     paths.output_dir(out, field="--out")  # before the evaluations are read and rendered
     evaluations: dict[str, dict] = {}
     if eval_refs:
-        with store_mod.connect(store) as conn:
+        with store_mod.connect(store, create=False) as conn:
             for ref in eval_refs:
                 evaluation = store_mod.load_evaluation(conn, ref)
                 evaluations.setdefault(evaluation["id"], evaluation)  # 'latest' and its own id are one evaluation
