@@ -315,3 +315,14 @@ def test_several_seeds_per_side_through_the_cli_say_which_question_they_answer(d
     verdict = json.loads(out)
     assert verdict["question"] == "checkpoints" and "cannot see seed-to-seed noise" in verdict["answers"]
     assert all(r["mde"] > 0 for r in verdict["rows"])
+
+
+def test_four_changed_items_of_a_hundred_cannot_regress(tmp_path):
+    # The audit's case: the bootstrap called this "regressed" (p_holm 0.041); four sign flips reach at best 2/16.
+    path = tmp_path / "store.sqlite"
+    _save(path, "2026-01-01T00:00:00+00:00", {
+        "old": {"qa": [{"rougeL_f1": 0.30} for _ in range(100)]},
+        "new": {"qa": [{"rougeL_f1": 0.25 if i < 4 else 0.30} for i in range(100)]}})
+    (row,) = run_gate("old", "new", store=path, warn=lambda m: None)["rows"]
+    assert (row["test"], row["method"], row["p_value"], row["verdict"]) == ("permutation", "exact", 0.125, "unchanged")
+    assert row["mde"] > abs(row["delta"])
