@@ -104,6 +104,9 @@ def test_runs_list_and_show_read_the_store(tiny_model_dir, tmp_path, capsys):
 
 
 def test_runs_show_unknown_id_is_a_user_error(tmp_path, capsys):
+    from adapterbench.harness import store
+
+    store.connect(tmp_path / "s.sqlite").close()  # an empty store: a missing one is refused as such
     code, _, err = run(capsys, "runs", "show", "ev-nope", "--store", str(tmp_path / "s.sqlite"))
     assert code == 2 and "ev-nope" in err
 
