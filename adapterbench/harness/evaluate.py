@@ -56,8 +56,8 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
         identities[label]["base_mismatch"] = True
     quant = resolve_quant(quant, identities)
     model, tokenizer = load_model(base, dtype=dtype, quant=quant)
-    for path in adapters.values():
-        check_adapter(model, tokenizer, path, allow_noop=allow_noop_adapter)
+    for label, path in adapters.items():
+        check_adapter(model, tokenizer, path, identities[label], allow_noop=allow_noop_adapter)
     identities = {"base": base_identity, **identities}
     rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
     lm = AdapterLM(model, tokenizer, adapters=adapters, batch_size=rows)
@@ -65,7 +65,7 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
     return lm, identities
 
 
-def check_adapter(model, tokenizer, path: str, *, allow_noop: bool = False) -> None:
+def check_adapter(model, tokenizer, path: str, identity: dict, *, allow_noop: bool = False) -> None:
     """Attach the adapter once, as scoring will, and take it off again: refused in one line if PEFT cannot apply
     it or it leaves the base's outputs unchanged (users keep finding "my adapter scores exactly like the base")."""
     from adapterbench.adapters.attach import attached, changes_outputs
@@ -73,8 +73,10 @@ def check_adapter(model, tokenizer, path: str, *, allow_noop: bool = False) -> N
     with attached(model, path) as peft_model:
         noop = not changes_outputs(peft_model, tokenizer)
     if noop and not allow_noop:
-        raise UserError("this adapter changes nothing: on a probe its outputs equal the base's bit for bit (zero "
-                        "LoRA B matrices, targets that match nothing, or weights that did not load); "
+        best_step = ((identity.get("manifest") or {}).get("best") or {}).get("step")
+        why = ("it is the run's untrained step-0 adapter, which no later evaluation beat" if best_step == 0 else
+               "zero LoRA B matrices, targets that match nothing, or weights that did not load")
+        raise UserError(f"this adapter changes nothing: on a probe its outputs equal the base's bit for bit ({why}); "
                         "--allow-noop-adapter scores it anyway", path=path)
 
 
