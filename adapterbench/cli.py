@@ -156,6 +156,8 @@ def eval_cmd(
                           batch_size=batch_size, dtype=dtype, quant=quant, store=store,
                           command="adapterbench " + " ".join(sys.argv[1:]), allow_base_mismatch=allow_base_mismatch,
                           allow_noop_adapter=allow_noop_adapter)
+    if evaluation is None:  # one of several processes (torchrun): the main one writes and prints
+        return
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:
         _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),

@@ -38,11 +38,12 @@ def parse_adapters(specs) -> dict[str, str]:
 
 def load_session(base: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
                  quant: str = "auto", batch_size: int | str = "auto", allow_base_mismatch: bool = False,
-                 allow_noop_adapter: bool = False):
+                 allow_noop_adapter: bool = False, accelerator=None):
     """One base in memory; every adapter checked on it before anything is scored (it loads with PEFT, all its
     weights land, it changes the model's outputs unless `allow_noop_adapter`) and attached in turn by `lm.use`.
     Returns (lm, identities); `lm.quant` is the quantization the base was loaded with. An adapter trained on
-    another base is refused unless `allow_base_mismatch`; its identity then says `base_mismatch`."""
+    another base is refused unless `allow_base_mismatch`; its identity then says `base_mismatch`. With an
+    `accelerator` of several processes, each loads the base on its own device and scores its share."""
     from adapterbench.adapters.identity import adapter_identity, check_trained_base
     from adapterbench.adapters.models import load_model, resolve_model
     from adapterbench.harness.lm import AdapterLM
@@ -55,12 +56,15 @@ def load_session(base: str = "default", adapters: dict[str, str] | None = None, 
     for label in check_trained_base(identities, base_identity["sha256"], allow_mismatch=allow_base_mismatch):
         identities[label]["base_mismatch"] = True
     quant = resolve_quant(quant, identities)
-    model, tokenizer = load_model(base, dtype=dtype, quant=quant)
+    device = str(accelerator.device) if accelerator is not None else None
+    model, tokenizer = load_model(base, dtype=dtype, quant=quant, device=device)
     for label, path in adapters.items():
         check_adapter(model, tokenizer, path, identities[label], allow_noop=allow_noop_adapter)
     identities = {"base": base_identity, **identities}
     rows = GENERATION_BATCH if batch_size == "auto" else int(batch_size)
     lm = AdapterLM(model, tokenizer, adapters=adapters, batch_size=rows)
+    if accelerator is not None:
+        lm.share_work(accelerator)
     lm.quant = quant
     return lm, identities
 
@@ -141,7 +145,8 @@ def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None 
 
 
 def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None = None) -> dict:
-    """Score the model `label` of `lm` on every loaded task (see load_tasks): {"scores", "samples", "lm_eval"}."""
+    """Score the model `label` of `lm` on every loaded task (see load_tasks): {"scores", "samples", "lm_eval"}.
+    Under several processes each scores its share and only the main one gets results (the others: empty)."""
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     from lm_eval.defaults import DEFAULT_OTHER_SEED
@@ -157,6 +162,8 @@ def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None =
             result = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True,
                                       apply_chat_template=use_chat, fewshot_as_multiturn=use_chat,
                                       bootstrap_iters=1000)
+            if result is None:  # not the main process: lm-eval gathered our share there
+                continue
             task_samples = _samples(label, result)
             scores += _with_bootstrap_stderr(_scores(label, result), task_samples, task_dict["tasks"])
             samples += task_samples
@@ -260,7 +267,9 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
              allow_base_mismatch: bool = False, allow_noop_adapter: bool = False) -> dict:
     """Score `base` and each adapter on every task of `suite`. Returns the evaluation (the store's shape) with its
     id; with save=True it is written to the store in one transaction. `allow_base_mismatch` scores adapters trained
-    on another base too; config.base_mismatch lists them."""
+    on another base too; config.base_mismatch lists them. Under `torchrun --nproc_per_node N` or `accelerate
+    launch` the processes share each task's documents; the main process alone gathers, saves and returns the
+    evaluation, the others return None."""
     from adapterbench.harness import store as store_mod
     from adapterbench.adapters.models import stay_offline
 
@@ -281,8 +290,10 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
 
     with scratch_dir("adapterbench-tasks") as task_dir:
         loaded = load_tasks(suite, task_dir, tasks)  # data and task names are checked before the model loads
+        accelerator = launched_processes()
         lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size,
-                                      allow_base_mismatch=allow_base_mismatch, allow_noop_adapter=allow_noop_adapter)
+                                      allow_base_mismatch=allow_base_mismatch, allow_noop_adapter=allow_noop_adapter,
+                                      accelerator=accelerator)
         evaluation = {"id": store_mod.new_evaluation_id(),
                       "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                       "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
@@ -290,7 +301,7 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
                       "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
                                  "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
                                  "base_mismatch": base_mismatches(identities),
-                                 "allow_noop_adapter": allow_noop_adapter},
+                                 "allow_noop_adapter": allow_noop_adapter, "processes": lm.world_size},
                       "environment": environment(), "models": [], "scores": [], "samples": []}
         for label, identity in identities.items():
             result = score(lm, loaded, label, limit=limit)
@@ -300,11 +311,29 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
                                          "lm_eval": result["lm_eval"]})
             evaluation["scores"] += result["scores"]
             evaluation["samples"] += result["samples"]
+    if lm.rank != 0:
+        return None
     evaluation["config"]["seconds"] = round(time.time() - started, 2)
     if save:
         with store_mod.connect(store) as conn:
             store_mod.save_evaluation(conn, evaluation)
     return evaluation
+
+
+def launched_processes():
+    """The Accelerator of a run started by torchrun or accelerate launch (WORLD_SIZE > 1), else None: gloo between
+    CPU processes, NCCL between GPUs, with a patient timeout (the main process checks and writes alone)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from datetime import timedelta
+
+    import torch
+    from accelerate import Accelerator, InitProcessGroupKwargs
+
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])
 
 
 def quiet_libraries() -> None:

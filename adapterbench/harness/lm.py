@@ -103,6 +103,21 @@ class AdapterLM(HFLM):
                 modules[name].get_base_layer().weight.copy_(pristine)
         self._pristine.clear()
 
+    def share_work(self, accelerator) -> None:
+        """Score as one of `accelerator`'s processes (torchrun / accelerate launch): lm-eval then gives this process
+        every N-th document of each task and gathers the per-sample records on the main process."""
+        self.accelerator = accelerator
+        self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+
+    def gather_object(self, obj, dst: int = 0):
+        """lm-eval shards a task's documents round-robin (process r takes documents r, r+N, ...) and chains what it
+        gathers process after process; put back in document order, every aggregate (float sums, bootstrap resamples)
+        is the one a single process computes."""
+        gathered = super().gather_object(obj, dst)
+        if gathered is None or self.world_size <= 1:
+            return gathered
+        return [_interleave(gathered)] + [_emptied(part) for part in gathered[1:]]
+
     def _decoder(self):
         """The transformer body (final norm included) and the LM head with whatever the model applies after it:
         hidden states for every position, logits only for the positions we score. Found through the model's own
@@ -355,6 +370,20 @@ def _head_scores(hidden, targets, head, need_greedy: bool = True, chunk: int = 2
         token_ll.append(-F.cross_entropy(logits, t, reduction="none"))
         greedy.append(logits.argmax(dim=-1) == t if need_greedy else torch.zeros_like(t, dtype=torch.bool))
     return torch.cat(token_ll), torch.cat(greedy)
+
+
+def _interleave(parts: list):
+    """Round-robin shards ({task: [items]} or {task: {metric: [values]}}, one per process) merged in document order."""
+    if isinstance(parts[0], dict):
+        return {key: _interleave([part[key] for part in parts]) for key in parts[0]}
+    merged = []
+    for i in range(max(len(part) for part in parts)):
+        merged += [part[i] for part in parts if i < len(part)]
+    return merged
+
+
+def _emptied(part):
+    return {key: _emptied(value) for key, value in part.items()} if isinstance(part, dict) else []
 
 
 def _causal_lm(model):
