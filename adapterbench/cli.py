@@ -45,7 +45,7 @@ def _parse_csv_list(value: Optional[str]) -> Optional[list]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-KIND_HELP = "text | instruction | multiple_choice | classification"
+KIND_HELP = "text | instruction | multiple_choice | classification | chat"
 FIELD_HELP = "Map a field to your column name, CANONICAL=COLUMN (repeatable), e.g. --field output=completion."
 
 

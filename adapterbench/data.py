@@ -1,4 +1,4 @@
-"""Domain data: read and validate jsonl/csv/txt/md records of four kinds, split them seeded, and measure
+"""Domain data: read and validate jsonl/csv/txt/md records of five kinds, split them seeded, and measure
 held-out vs train n-gram leakage. Stdlib only, so `adapterbench data ...` starts instantly."""
 
 from __future__ import annotations
@@ -18,16 +18,20 @@ from adapterbench import paths
 from adapterbench.atomic import temp_path
 from adapterbench.errors import UserError
 
-KINDS = ("text", "instruction", "multiple_choice", "classification")
+KINDS = ("text", "instruction", "multiple_choice", "classification", "chat")
 # Canonical fields per kind; `fields` maps these onto the user's column names.
 FIELDS = {
     "text": ("id", "text"),
     "instruction": ("id", "instruction", "input", "output"),
     "multiple_choice": ("id", "question", "choices", "answer"),
     "classification": ("id", "text", "context", "label"),
+    "chat": ("id", "messages"),
 }
 REQUIRED = {"text": ("text",), "instruction": ("instruction", "output"),
-            "multiple_choice": ("question", "answer"), "classification": ("text", "label")}
+            "multiple_choice": ("question", "answer"), "classification": ("text", "label"), "chat": ("messages",)}
+ROLES = ("system", "user", "assistant")
+# ShareGPT's turns are {from, value}; its speakers map onto the OpenAI roles that chat templates read
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 TABLE_EXTS = {".jsonl": None, ".csv": ",", ".tsv": "\t"}  # value: the CSV delimiter
 TEXT_EXTS = (".md", ".txt")
 _MISSING = object()
@@ -301,9 +305,63 @@ def _label(row: dict, fields: dict, labels: list | None, where: dict) -> str:
     raise UserError(f"unknown label {text!r} (expected {expected}){_hint(text, labels)}", field=col, **where)
 
 
+def _chat_column(row: dict, fields: dict) -> str:
+    """The column holding the turns: the mapped one, else `messages` (OpenAI), else `conversations` (ShareGPT)."""
+    if "messages" in fields:
+        return fields["messages"]
+    return "conversations" if "messages" not in row and "conversations" in row else "messages"
+
+
+def _messages(row: dict, fields: dict, where: dict) -> list[dict]:
+    """A conversation as OpenAI-style turns [{role, content}]: an optional system turn first, then user and assistant
+    turns alternating from a user turn, at least one of them an assistant turn (the turns training learns)."""
+    col = _chat_column(row, fields)
+    turns = _lookup(row, col)
+    if turns is _MISSING:
+        raise UserError("missing (expected a list of turns: 'messages' [{role, content}, ...] or ShareGPT "
+                        "'conversations' [{from, value}, ...])", field=col, **where)
+    if not isinstance(turns, list) or not turns:
+        got = "an empty list" if isinstance(turns, list) else _json_type(turns)
+        raise UserError(f"expected a non-empty list of turns, got {got}", field=col, **where)
+    messages = []
+    for i, turn in enumerate(turns):
+        name = f"{col}[{i}]"
+        if not isinstance(turn, dict):
+            raise UserError(f"expected a turn object, got {_json_type(turn)}", field=name, **where)
+        sharegpt = "role" not in turn and "from" in turn
+        role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
+        speakers = SHAREGPT_ROLES if sharegpt else {role: role for role in ROLES}
+        if role_key not in turn:
+            raise UserError("missing (expected role/content or ShareGPT's from/value)", field=f"{name}.{role_key}",
+                            **where)
+        speaker = text_value(turn[role_key], f"{name}.{role_key}", where)
+        if speaker not in speakers:
+            raise UserError(f"unknown {role_key} {speaker!r} (expected one of: {', '.join(speakers)})"
+                            f"{_hint(speaker, speakers)}", field=f"{name}.{role_key}", **where)
+        content = text_value(turn.get(content_key), f"{name}.{content_key}", where)
+        if not content:
+            raise UserError(f"{'empty' if content_key in turn else 'missing'} (expected the turn's text)",
+                            field=f"{name}.{content_key}", **where)
+        messages.append({"role": speakers[speaker], "content": content})
+    first = 1 if messages[0]["role"] == "system" else 0
+    for i, message in enumerate(messages[first:], first):
+        expected = "user" if (i - first) % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            why = "a system turn comes first only" if message["role"] == "system" else \
+                "user and assistant turns alternate, from a user turn"
+            raise UserError(f"turn {i} is {message['role']!r}, expected {expected!r} ({why})",
+                            field=f"{col}[{i}]", **where)
+    if len(messages) - first < 2:
+        raise UserError("no assistant turn (expected at least one user turn answered by the assistant)",
+                        field=col, **where)
+    return messages
+
+
 def _normalize(kind: str, row: dict, fields: dict, labels: list | None, where: dict) -> dict:
     record = {"id": None}
-    if kind == "text":
+    if kind == "chat":
+        record["messages"] = _messages(row, fields, where)
+    elif kind == "text":
         record["text"] = _get(row, "text", fields, where)
     elif kind == "instruction":
         record.update(instruction=_get(row, "instruction", fields, where),
@@ -353,6 +411,8 @@ def _other_columns(kind: str, row: dict, fields: dict, record: dict) -> dict:
     """The row's columns that no canonical field read (a `fail_mode` annotation, a source, ...): kept as they are,
     so a split file still carries them and a suite can break scores down by one (`group_by`)."""
     read = {fields.get(c, c).split(".")[0] for c in FIELDS[kind]}
+    if kind == "chat":
+        read.add(_chat_column(row, fields).split(".")[0])
     if kind == "multiple_choice":
         read.update(_choice_keys(row))
     return {k: v for k, v in row.items() if k not in read and k not in record}
@@ -460,8 +520,10 @@ def _load(path, kind, fields, labels, keep_code, keep_markup, problems=None) -> 
     ext = path.suffix.lower()
     if kind == "text" and (path.is_dir() or ext in TEXT_EXTS):
         records = _text_records(path, keep_code, keep_markup, problems)
-    elif path.is_dir() or ext not in TABLE_EXTS:
-        supported = ", ".join((*TABLE_EXTS, *TEXT_EXTS, "a folder of them") if kind == "text" else TABLE_EXTS)
+    elif path.is_dir() or ext not in TABLE_EXTS or (kind == "chat" and ext != ".jsonl"):
+        # a conversation is a list of turns, which no CSV cell holds
+        supported = ", ".join((*TABLE_EXTS, *TEXT_EXTS, "a folder of them") if kind == "text" else
+                              (".jsonl",) if kind == "chat" else TABLE_EXTS)
         what = "a folder" if path.is_dir() else f"file type {ext or '(none)'!r}"
         raise UserError(f"{what} is not supported for kind {kind} (supported: {supported})", path=path)
     else:
@@ -481,6 +543,8 @@ def record_text(record: dict, kind: str) -> str:
     """The text of a record that leakage is measured on."""
     if kind == "multiple_choice":
         parts = [record["question"], *record["choices"]]
+    elif kind == "chat":
+        parts = [message["content"] for message in record["messages"]]
     else:
         parts = [record[key] for key in {"instruction": ("instruction", "input", "output"),
                                          "classification": ("text", "context")}.get(kind, ("text",))]
@@ -504,6 +568,10 @@ def check_file(path, kind: str, *, fields: dict | None = None, labels: list | No
         stats["labels"] = dict(Counter(r["label"] for r in records).most_common())
     elif kind == "instruction":
         stats["with_input"] = sum(1 for r in records if r["input"])
+    elif kind == "chat":
+        turns = [len(r["messages"]) for r in records]
+        stats.update(turns_mean=round(sum(turns) / len(turns), 1) if turns else 0, turns_max=max(turns, default=0),
+                     with_system=sum(1 for r in records if r["messages"][0]["role"] == "system"))
     return {"path": str(path), "kind": kind, "records": len(records), "problems": problems, "stats": stats}
 
 
@@ -516,6 +584,9 @@ def format_check_report(report: dict, max_problems: int = 50) -> str:
             lines.append(f"{key}: " + ", ".join(f"{k} {v}" for k, v in stats[key].items()))
     if stats.get("with_input") is not None:
         lines.append(f"with a non-empty input: {stats['with_input']}")
+    if stats.get("turns_max") is not None:
+        lines.append(f"turns per conversation: mean {stats['turns_mean']}, max {stats['turns_max']}; with a system "
+                     f"turn: {stats['with_system']}")
     if stats["duplicate_texts"]:
         lines.append(f"duplicate texts: {stats['duplicate_texts']} (they can leak across a split)")
     problems = report["problems"]
