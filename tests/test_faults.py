@@ -92,6 +92,17 @@ def partial_evaluations(store_file: Path) -> list[str]:
             " OR NOT EXISTS (SELECT 1 FROM scores s WHERE s.evaluation_id = e.id)")]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread for parent and forked children alike: a child forked from a process whose OpenMP pool
+    has threads hangs at its first parallel region (seen in `make test`, where earlier tests start the pool), and
+    a run must compute bit for bit what the uninterrupted one computed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def private_dirs(tmp_path, monkeypatch):
     """Caches and scratch dirs of these runs in the test's own folder, so leftovers can be counted."""
