@@ -131,11 +131,15 @@ def main() -> None:
     if not SHARED.is_dir():
         print(f"skipped: the benchmark's data is not present at {SHARED}")
         return
+    from machine import describe, line
+
+    machine = describe()
+    print(line(machine))
     suite, adapters = prepare(args.out)
     ours_dtype = {"bfloat16": "bf16", "float32": "fp32"}[args.dtype]
     ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype)
     print(f"adapterbench eval ({args.dtype}): {ours_seconds:.1f} s")
-    summary = {"dtype": args.dtype, "adapterbench_seconds": round(ours_seconds, 1)}
+    summary = {"dtype": args.dtype, "adapterbench_seconds": round(ours_seconds, 1), "machine": machine}
     if not args.skip_peer:
         peer_seconds, peer = run_peer(suite, adapters, args.out, args.dtype)
         summary.update(peer_seconds=round(peer_seconds, 1), speedup=round(peer_seconds / ours_seconds, 2),

@@ -128,7 +128,11 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = write_data(out)
-    summary = {"steps_limit": args.steps, "ours": run_ours(data, out, args.steps)}
+    from machine import describe, line
+
+    summary = {"machine": describe(), "steps_limit": args.steps}
+    print(line(summary["machine"]), flush=True)
+    summary["ours"] = run_ours(data, out, args.steps)
     print(describe("adapterbench train", summary["ours"]), flush=True)
     if not args.skip_peer:
         reuse = out / "peer" / "result.json"
