@@ -172,6 +172,9 @@ class TrainConfig(Strict):
     eval: Optional[EvalConfig] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
     checkpoint: CheckpointConfig = CheckpointConfig()
+    # experiment trackers, named as accelerate's log_with names them (tensorboard, wandb, mlflow, trackio, comet_ml,
+    # ...): checked against accelerate, and installed, before the model loads; TensorBoard writes into OUT/logs
+    report_to: list[str] = []
     out: Path = Path("runs/run")
 
     resolve_paths = field_validator("out")(_resolve)

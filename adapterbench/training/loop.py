@@ -25,6 +25,7 @@ from adapterbench.atomic import atomic_dir, atomic_file, remove_stale
 from adapterbench.config import TrainConfig
 from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
+from adapterbench.trackers import finish_trackers, flat_config, tracker_problem
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
                                                rng_state, save_checkpoint, save_peft_dir, set_rng_state)
 from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_examples
@@ -71,9 +72,11 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         resume = False
 
     # --- processes: one, or one per device under `accelerate launch` / torchrun (data-parallel, DDP). Only the main
-    # process writes (run dir, store) and evaluates; the others wait for it, for longer than NCCL's 10 min default ---
+    # process writes (run dir, store) and evaluates; the others wait for it, for longer than NCCL's 10 min default.
+    # It also holds report_to's trackers (the main process's alone log); TensorBoard writes into OUT/logs/NAME ---
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))],
+                              log_with=config.report_to or None, project_dir=run_dir / "logs")
     is_main = accelerator.is_main_process
 
     # --- model and adapter (seeded before LoRA init, so the same config gives the same run) ---
@@ -138,8 +141,12 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
             metrics_file.write_text("")
         if config.eval:
             forget_curve_after(store, run_dir, state["step"] if resume else -1)
+    # a resumed run logs the steps after its checkpoint again: TensorBoard hides what the killed run logged there
+    accelerator.init_trackers(run_dir.name, config=flat_config(config.model_dump(mode="json")),
+                              init_kwargs={"tensorboard": {"purge_step": state["step"] + 1}} if resume else None)
     if not resume and config.eval:  # step 0, before any update
-        on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file, model, run_dir))
+        on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file, model, run_dir,
+                                                        accelerator))
 
     # --- the loop ---
     pad_id = tokenizer.pad_token_id
@@ -203,14 +210,15 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         tokens_per_second = window_tokens / max(time.time() - window_start, 1e-9)
         if is_main:
             log(metrics_file, {"kind": "train", "step": state["step"], "tokens_seen": state["tokens_seen"],
-                               "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm})
+                               "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm},
+                accelerator, tokens_per_second=tokens_per_second)
         progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_second:.0f}")
         progress.update(1)
 
         last_step = state["step"] == total_steps
         if config.eval and (state["step"] % config.eval.every == 0 or last_step):
             stopped_early = on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file,
-                                                                            model, run_dir))
+                                                                            model, run_dir, accelerator))
             window_tokens, window_start = 0, time.time()  # tokens/s of training, not of evaluation
         checkpoint_every = config.checkpoint.every or (config.eval.every if config.eval else None)
         if checkpoint_every and (state["step"] % checkpoint_every == 0 or last_step or stopped_early):
@@ -230,7 +238,9 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         return write_manifest(config, run_dir, state, started, train_seconds, stopped_early, total_steps,
                               accelerator.num_processes)
 
-    return on_main(accelerator, finish)
+    manifest = on_main(accelerator, finish)
+    finish_trackers(accelerator)
+    return manifest
 
 
 def diverged(what: str, step: int, run_dir: Path) -> UserError:
@@ -253,6 +263,9 @@ def check_before_loading(config: TrainConfig, store) -> None:
     from adapterbench.adapters.models import resolve_model
 
     paths.output_dir(config.out, field="out")
+    for i, name in enumerate(config.report_to):
+        if problem := tracker_problem(name):
+            raise config_error(config, ("report_to", i), problem)
     if config.eval:
         store_mod.check_store(store)
     kind = "instruction" if config.data.format == "instruction" else "text"
@@ -328,10 +341,11 @@ def on_main(accelerator, fn, share: bool = True):
     return shared if share else result
 
 
-def evaluate_and_track(config: TrainConfig, state: dict, evaluate, metrics_file: Path, model, run_dir: Path) -> bool:
+def evaluate_and_track(config: TrainConfig, state: dict, evaluate, metrics_file: Path, model, run_dir: Path,
+                       accelerator) -> bool:
     """One evaluation, logged, and the best adapter kept; True when early stopping's patience has run out."""
     metrics = evaluate(state)
-    log(metrics_file, metrics)
+    log(metrics_file, metrics, accelerator)
     return update_best(config, state, metrics, model, run_dir)
 
 
@@ -492,9 +506,13 @@ def forget_curve_after(store, run_dir: Path, step: int) -> None:
         store_mod.forget_train_steps(conn, str(run_dir.resolve()), after_step=step)
 
 
-def log(path: Path, record: dict) -> None:
+def log(path: Path, record: dict, accelerator, **tracked_only) -> None:
+    """A line of metrics.jsonl, and its values to report_to's trackers at its step, with `tracked_only` (tokens/s:
+    a rerun would not repeat it, and metrics.jsonl is the same for the same config)."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+    accelerator.log({key: value for key, value in {**record, **tracked_only}.items()
+                     if key not in ("kind", "step", "tokens_seen")}, step=record["step"])
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
