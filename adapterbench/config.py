@@ -111,12 +111,25 @@ def hook_name(task_name: str) -> str:
 
 
 class DataConfig(Strict):
-    format: Literal["text", "instruction"]
+    # task: the records of a suite task's data kind, rendered as that task asks and scores them
+    format: Literal["text", "instruction", "chat", "task"]
     train: Path
     val: Optional[Path] = None
     fields: dict[str, str] = {}
+    suite: Optional[Path] = None  # format task: the suite file, and the name of its task
+    task: Optional[str] = None
 
-    resolve_paths = field_validator("train", "val")(_resolve)
+    resolve_paths = field_validator("train", "val", "suite")(_resolve)
+
+    @model_validator(mode="after")
+    def _task_names_a_suite_task(self):
+        if self.format == "task" and (self.suite is None or self.task is None):
+            raise ValueError("format: task needs 'suite' (a suite file) and 'task' (the name of one of its tasks)")
+        if self.format != "task" and (self.suite is not None or self.task is not None):
+            raise ValueError("'suite' and 'task' belong to format: task")
+        if self.format == "task" and self.fields:
+            raise ValueError("format: task reads the data as the task does, with the task's own 'fields'")
+        return self
 
 
 class LoraConfig(Strict):

@@ -533,6 +533,18 @@ def _load(path, kind, fields, labels, keep_code, keep_markup, problems=None) -> 
     return records
 
 
+def holds_chat(path, fields: dict | None = None) -> bool:
+    """Whether a file holds conversations: a JSONL file whose first record has `messages` or `conversations`, or
+    any file once `fields` maps `messages` onto a column."""
+    path = Path(path)
+    if "messages" in (fields or {}):
+        return True
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    first = next((row for _, row in _jsonl_rows(read_text(path), path)), None)
+    return isinstance(first, dict) and ("messages" in first or "conversations" in first)
+
+
 def read_records(path, kind: str, *, fields: dict | None = None, labels: list | None = None,
                  keep_code: bool = False, keep_markup: bool = False) -> list[dict]:
     """Normalized records of one file (or, for text, a folder of .md/.txt); raises UserError on the first problem."""

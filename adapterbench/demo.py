@@ -18,11 +18,12 @@ def training_mix(out: Path) -> dict:
     word fills its answers), and classification drops below the base."""
     from adapterbench import data
     from adapterbench.config import load_suite
-    from adapterbench.tasks.compile import classification_instructions
+    from adapterbench.tasks.compile import task_pairs
 
     qa = data.read_records(out / "data" / "qa_train.jsonl", "instruction")
     topics_task = next(t for t in load_suite(out / "suite.yaml").tasks if t.name == "topics")
-    topics = classification_instructions(topics_task, out / "data" / "topics_train.jsonl")
+    topics = [{"id": pair["id"], "instruction": pair["messages"][-1]["content"], "input": "", "output": pair["target"]}
+              for pair in task_pairs(topics_task, out / "data" / "topics_train.jsonl")]
     path = out / "data" / "demo_train.jsonl"
     data.write_jsonl(path, qa + topics)
     return {"path": path, "qa": len(qa), "topics": len(topics)}

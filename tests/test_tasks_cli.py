@@ -98,7 +98,7 @@ def test_runs_list_and_show_read_the_store(tiny_model_dir, tmp_path, capsys):
     assert code == 0 and eval_id in out
     code, out, _ = run(capsys, "runs", "show", eval_id[:12], "--store", db, "--output-dir", str(tmp_path / "json"))
     assert code == 0 and "notes_mc" in out and "acc_norm" in out
-    exported = json.loads(next((tmp_path / "json").glob("results_*_base.json")).read_text())
+    exported = json.loads(next((tmp_path / "json" / "base").glob("results_*.json")).read_text())
     assert "acc,none" in exported["results"]["notes_mc"]
     assert exported["adapterbench"]["label"] == "base"
 
@@ -132,22 +132,6 @@ def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
                     if s["label"] == "base" and s["metric"] == "word_perplexity")
     assert 1 < base_ppl < 1000  # a real model, not noise
     assert (out / "runs" / "qa" / "best" / "adapter_config.json").exists()
-
-
-def test_classification_instructions_use_the_prompt_lm_eval_scores(tmp_path):
-    from lm_eval.tasks import TaskManager
-
-    from adapterbench.config import load_suite
-    from adapterbench.tasks.compile import build_suite, classification_instructions
-
-    suite = load_suite(SAMPLE / "suite.yaml")
-    topics = next(t for t in suite.tasks if t.name == "topics")
-    build_suite(suite, tmp_path / "tasks")
-    task = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False).load(["topics"])["tasks"]["topics"]
-    docs = list(task.test_docs())
-    records = classification_instructions(topics, topics.data)
-    assert [r["instruction"] for r in records] == [task.doc_to_text(doc) for doc in docs]
-    assert [r["output"] for r in records] == [doc["verbalizers"][doc["label"]] for doc in docs]
 
 
 def test_cluster_by_tags_each_doc_keeps_its_hash_and_language_picks_the_rouge_hook(tmp_path, capsys):

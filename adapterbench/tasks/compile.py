@@ -18,6 +18,7 @@ from adapterbench.tasks.metrics import is_english, label_slug
 DATA_KIND = {"multiple_choice": "multiple_choice", "multiple_choice_generate": "multiple_choice",
              "perplexity": "text", "generation": "instruction", "classification": "classification"}
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+TARGET_DELIMITER, FEWSHOT_DELIMITER = " ", "\n\n"  # lm-eval's defaults, which our task YAML keeps
 ROUGE_KEYS = [f"{kind}_{part}" for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum")
               for part in ("precision", "recall", "f1")]
 
@@ -37,10 +38,29 @@ def doc_hash(doc: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _data_kind(task: TaskConfig, path: Path) -> str:
+    """The kind of record a task reads; a generation task also reads conversations."""
+    if task.type == "generation" and data.holds_chat(path, task.fields):
+        return "chat"
+    return DATA_KIND[task.type]
+
+
+def _chat_doc(record: dict) -> dict:
+    """A conversation as a generation item: the turns before its last assistant turn are the context (the
+    ChatGeneration task renders them), that turn is the reference; `prompt` is the last user turn, for display."""
+    turns = record["messages"]
+    last = max(i for i, turn in enumerate(turns) if turn["role"] == "assistant")
+    return {"id": record["id"], "messages": turns[:last], "prompt": turns[last - 1]["content"],
+            "reference": turns[last]["content"]}
+
+
 def _docs(task: TaskConfig, path: Path) -> list[dict]:
-    records = data.read_records(path, DATA_KIND[task.type], fields=task.fields or None, labels=task.labels)
+    kind = _data_kind(task, path)
+    records = data.read_records(path, kind, fields=task.fields or None, labels=task.labels)
     if task.type == "perplexity":
         docs = [{"id": r["id"], "text": r["text"]} for r in records]
+    elif kind == "chat":
+        docs = [_chat_doc(r) for r in records]
     elif task.type == "generation":
         docs = [{"id": r["id"], "prompt": r["instruction"] + (f"\n\n{r['input']}" if r["input"] else ""),
                  "reference": r["output"]} for r in records]
@@ -104,14 +124,42 @@ CLASSIFICATION_PROMPT = ("{% if context %}Context: {{context}}\n{% endif %}Text:
                          "Label ({{ verbalizers | join(', ') }}):")
 
 
-def classification_instructions(task: TaskConfig, path: str | Path) -> list[dict]:
-    """A classification file as instruction records whose prompt is the one this task is scored with and whose
-    output is the label's verbalizer: labeled examples to train on beside other instruction data."""
-    import jinja2
+def chat_context(turns: list[dict], system_prompt: str | None) -> list[dict]:
+    """The turns a model is shown, the task's system prompt first unless the record brings its own system turn."""
+    if system_prompt and turns[0]["role"] != "system":
+        return [{"role": "system", "content": system_prompt}, *turns]
+    return list(turns)
 
-    template = jinja2.Template(CLASSIFICATION_PROMPT)
-    return [{"id": doc["id"], "instruction": template.render(**doc), "input": "",
-             "output": doc["verbalizers"][doc["label"]]} for doc in _docs(task, Path(path))]
+
+def plain_context(turns: list[dict]) -> str:
+    """Turns as lm-eval writes a prompt without a chat template: the system text, then each earlier exchange as a
+    labeled example (question, target delimiter, answer, few-shot delimiter), then the last question."""
+    return "".join(TARGET_DELIMITER + turn["content"] + FEWSHOT_DELIMITER if turn["role"] == "assistant"
+                   else turn["content"] for turn in turns)
+
+
+def task_pairs(task: TaskConfig, path: str | Path) -> list[dict]:
+    """A data file as this task asks it, to train on: per record {id, messages, target}, the turns the task shows
+    the model (its doc_to_text as the user turn, after its system prompt) and the answer it scores right (its
+    doc_to_target; for multiple choice, the right choice's text), rendered from the templates lm-eval scores with."""
+    from lm_eval.utils import apply_template  # lm-eval's own Jinja environment, so whitespace comes out the same
+
+    if task.type == "perplexity":
+        raise UserError(f"task {task.name!r} scores perplexity and asks no question; train on its text with "
+                        "format: text", field="data.task")
+    if task.num_fewshot:
+        raise UserError(f"task {task.name!r} puts {task.num_fewshot} drawn examples before each question; name a "
+                        "zero-shot task", field="data.task")
+    fields = _prompt_fields(task)
+    pairs = []
+    for doc in _docs(task, Path(path)):
+        turns = doc.get("messages") or [{"role": "user", "content": apply_template(fields["doc_to_text"], doc)}]
+        if fields["output_type"] == "multiple_choice":  # doc_to_target names the answer's index, doc_to_choice the list
+            target = doc[fields["doc_to_choice"].strip("{}")][doc[fields["doc_to_target"]]]
+        else:
+            target = apply_template(fields["doc_to_target"], doc)
+        pairs.append({"id": doc["id"], "messages": chat_context(turns, task.system_prompt), "target": target})
+    return pairs
 
 
 def _prompt_fields(task: TaskConfig) -> dict:
@@ -135,10 +183,12 @@ def _prompt_fields(task: TaskConfig) -> dict:
     return {"output_type": "generate_until", "doc_to_text": text, "doc_to_target": "{{ verbalizers[label] }}"}
 
 
-def task_yaml(task: TaskConfig, test_file: Path, fewshot_file: Path | None) -> dict:
+def task_yaml(task: TaskConfig, test_file: Path, fewshot_file: Path | None, conversations: bool = False) -> dict:
     files = {"test": str(test_file)}
     config = {"task": task.name, "dataset_path": "json", "dataset_kwargs": {"data_files": files},
               "test_split": "test", **_prompt_fields(task)}
+    if conversations:  # lm-eval's own task shows one user turn; this class shows the conversation's turns
+        config = {"class": Function("utils.ChatGeneration"), **config}
     if fewshot_file is not None:
         files["train"] = str(fewshot_file)
         config.update(fewshot_split="train", num_fewshot=task.num_fewshot)
@@ -160,7 +210,7 @@ def task_yaml(task: TaskConfig, test_file: Path, fewshot_file: Path | None) -> d
     return config
 
 
-def _utils_source(suite: SuiteConfig) -> str:
+def _utils_source(suite: SuiteConfig, conversations: bool) -> str:
     partial_hooks = any(task.type == "classification" or (task.type == "generation" and not is_english(task.language))
                         for task in suite.tasks)
     lines = ['"""Metric hooks for these tasks; generated by adapterbench (needs it installed)."""',
@@ -168,7 +218,9 @@ def _utils_source(suite: SuiteConfig) -> str:
              "from adapterbench.tasks.metrics import (bleu_corpus, f1_macro, f1_weighted, per_class,  # noqa: F401",
              "                                        process_classification_generate,",
              "                                        process_classification_loglikelihood, process_generation,",
-             "                                        process_mc_generate)", ""]
+             "                                        process_mc_generate)",
+             *(["from adapterbench.tasks.conversation import ChatGeneration  # noqa: F401"] if conversations
+               else []), ""]
     for task in suite.tasks:
         if task.type == "classification":
             hook = hook_name(task.name)
@@ -188,11 +240,16 @@ def build_suite(suite: SuiteConfig, out_dir: str | Path) -> list[dict]:
     """Write the suite's task dir (replacing an older build whole, so a failed build leaves the old one intact) and
     return one entry per task: name, type, yaml path, number of docs, chat_template."""
     out_dir = Path(out_dir).resolve()
-    entries = []
+    entries, any_conversations = [], False
     with atomic_dir(out_dir) as tmp:
         for index, task in enumerate(suite.tasks):
             docs = _docs(task, task.data)
             data.write_jsonl(tmp / f"{task.name}.jsonl", docs)
+            conversations = bool(docs) and "messages" in docs[0]
+            any_conversations |= conversations
+            if conversations and task.num_fewshot:  # the earlier turns are the context; there is no place for more
+                raise config_error(suite, ("tasks", index, "num_fewshot"), "a generation task over conversations "
+                                   "takes no few-shot examples")
             fewshot = None
             if task.num_fewshot:
                 fewshot = out_dir / f"{task.name}_fewshot.jsonl"
@@ -202,10 +259,10 @@ def build_suite(suite: SuiteConfig, out_dir: str | Path) -> list[dict]:
                                        f"{task.num_fewshot} examples asked, but {task.fewshot_data} has "
                                        f"{len(pool)} item(s)")
                 data.write_jsonl(tmp / fewshot.name, pool)
-            config = task_yaml(task, out_dir / f"{task.name}.jsonl", fewshot)
+            config = task_yaml(task, out_dir / f"{task.name}.jsonl", fewshot, conversations)
             (tmp / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
             entries.append({"name": task.name, "type": task.type, "yaml": str(out_dir / f"{task.name}.yaml"),
                             "docs": len(docs), "chat_template": task.chat_template,
                             "metrics": [m["metric"] for m in config["metric_list"]]})
-        (tmp / "utils.py").write_text(_utils_source(suite))
+        (tmp / "utils.py").write_text(_utils_source(suite, any_conversations))
     return entries

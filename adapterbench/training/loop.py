@@ -104,9 +104,9 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         model.enable_input_require_grads()
 
     # --- data ---
-    fields = config.data.fields or None
-    train_examples = load_examples(config.data.train, config.data.format, tokenizer, config.max_length, fields)
-    val_examples = (load_examples(config.data.val, config.data.format, tokenizer, config.max_length, fields)
+    fields, task = config.data.fields or None, data_task(config)
+    train_examples = load_examples(config.data.train, config.data.format, tokenizer, config.max_length, fields, task)
+    val_examples = (load_examples(config.data.val, config.data.format, tokenizer, config.max_length, fields, task)
                     if config.data.val else [])
     batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
     total_steps = config.max_steps or math.ceil(config.epochs * batches_per_epoch / config.grad_accum)
@@ -258,7 +258,7 @@ def check_before_loading(config: TrainConfig, store) -> None:
     from adapterbench import paths
     from adapterbench.config import config_error, load_suite
     from adapterbench.harness import store as store_mod
-    from adapterbench.tasks.compile import build_suite, metric_names
+    from adapterbench.tasks.compile import build_suite, metric_names, task_pairs
 
     from adapterbench.adapters.models import resolve_model
 
@@ -268,10 +268,12 @@ def check_before_loading(config: TrainConfig, store) -> None:
             raise config_error(config, ("report_to", i), problem)
     if config.eval:
         store_mod.check_store(store)
-    kind = "instruction" if config.data.format == "instruction" else "text"
+    task = data_task(config)
     for path in (config.data.train, config.data.val):
-        if path is not None:
-            data.read_records(path, kind, fields=config.data.fields or None)
+        if path is not None and task:
+            task_pairs(task, path)  # read and rendered as the task asks
+        elif path is not None:
+            data.read_records(path, config.data.format, fields=config.data.fields or None)
     measured = ["val_loss"] if config.eval and config.data.val else []
     if config.eval and config.eval.suite:
         suite = load_suite(config.eval.suite)
@@ -289,6 +291,20 @@ def check_before_loading(config: TrainConfig, store) -> None:
             "this run has no evaluation measuring anything (set eval, and data.val or eval.suite)"
         raise config_error(config, ("early_stopping", "metric"), f"{rule.metric!r} is never measured; {known}")
     resolve_model(config.base_model)  # last: a GGUF base is converted here (once), as loading would
+
+
+def data_task(config: TrainConfig):
+    """The suite task whose questions format: task trains on (None for the other formats)."""
+    from adapterbench.config import config_error, load_suite
+
+    if config.data.format != "task":
+        return None
+    tasks = load_suite(config.data.suite).tasks
+    task = next((t for t in tasks if t.name == config.data.task), None)
+    if task is None:
+        raise config_error(config, ("data", "task"), f"{config.data.task!r} is not a task of {config.data.suite}, "
+                           f"whose tasks are {[t.name for t in tasks]}")
+    return task
 
 
 def check_lora_targets(config: TrainConfig, model) -> None:
