@@ -56,6 +56,24 @@ BAD_INPUTS = [
      "text", [], 2, None, "not valid UTF-8: byte 0xe9 at byte offset 28"),
     ("empty_file", "qa.jsonl", "\n  \n", "multiple_choice", [], None, None, "no records"),
     ("header_only_csv", "qa.csv", "question,choice0,choice1,answer\n", "multiple_choice", [], None, None, "no records"),
+    ("chat_unknown_sharegpt_speaker", "chats.jsonl",
+     jsonl({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+           {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]}),
+     "chat", [], 2, "conversations[1].from", "unknown from 'bot' (expected one of: human, gpt, system"),
+    ("chat_turns_not_alternating", "chats.jsonl",
+     jsonl({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                         {"role": "assistant", "content": "c"}]}),
+     "chat", [], 1, "messages[2]", "turn 2 is 'assistant', expected 'user'"),
+    ("chat_late_system_turn", "chats.jsonl",
+     jsonl({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]}),
+     "chat", [], 1, "messages[1]", "a system turn comes first only"),
+    ("chat_no_assistant_turn", "chats.jsonl", jsonl({"messages": [{"role": "user", "content": "a"}]}),
+     "chat", [], 1, "messages", "no assistant turn"),
+    ("chat_content_not_text", "chats.jsonl",
+     jsonl({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]},
+                         {"role": "assistant", "content": "b"}]}),
+     "chat", [], 1, "messages[0].content", "expected a string, got array"),
+    ("chat_from_csv", "chats.csv", "messages\nhi\n", "chat", [], None, None, "supported: .jsonl"),
 ]
 
 
@@ -122,7 +140,39 @@ def test_check_passes_a_clean_file(tmp_path, capsys):
     assert code == 0 and "records: 1" in out and "no problems found" in out
 
 
-# ---------------------------------------------------------------- the four kinds
+# ---------------------------------------------------------------- the five kinds
+
+OPENAI_CHAT = {"id": "c1", "messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "What is LoRA?"},
+                                        {"role": "assistant", "content": "A low-rank update."},
+                                        {"role": "user", "content": "And QLoRA?"},
+                                        {"role": "assistant", "content": "LoRA on a 4-bit base."}]}
+
+
+def test_chat_reads_openai_and_sharegpt_spellings_as_the_same_turns(tmp_path):
+    speakers = {"system": "system", "user": "human", "assistant": "gpt"}
+    sharegpt = {"id": "c1", "source": "forum",
+                "conversations": [{"from": speakers[t["role"]], "value": t["content"]} for t in OPENAI_CHAT["messages"]]}
+    assert data.read_records(write(tmp_path / "a.jsonl", jsonl(OPENAI_CHAT)), "chat") == [OPENAI_CHAT]
+    assert data.read_records(write(tmp_path / "b.jsonl", jsonl(sharegpt)), "chat") == [{**OPENAI_CHAT,
+                                                                                       "source": "forum"}]
+    mapped = write(tmp_path / "c.jsonl", jsonl({"dialog": OPENAI_CHAT["messages"]}))
+    assert data.read_records(mapped, "chat", fields={"messages": "dialog"})[0]["messages"] == OPENAI_CHAT["messages"]
+    assert data.holds_chat(tmp_path / "b.jsonl") and not data.holds_chat(write(tmp_path / "d.jsonl", jsonl(MC)))
+
+
+def test_chat_check_counts_turns_and_split_keeps_each_conversation_whole(tmp_path, capsys):
+    chats = [{"id": f"c{i}", "messages": [{"role": "user", "content": f"question {i}"},
+                                          {"role": "assistant", "content": f"answer {i}"}] * (1 + i % 3)}
+             for i in range(10)]
+    src = write(tmp_path / "chats.jsonl", jsonl(*chats))
+    code, out, _ = cli(capsys, "data", "check", src, "--kind", "chat")
+    assert code == 0 and "turns per conversation: mean 3.8, max 6; with a system turn: 0" in out
+    code, _, _ = cli(capsys, "data", "split", src, "--kind", "chat", "--out", tmp_path / "out", "--ratios", "0.7,0.3")
+    assert code == 0
+    parts = [json.loads(line) for part in ("train", "test")
+             for line in (tmp_path / "out" / f"chats_{part}.jsonl").read_text().splitlines()]
+    assert sorted(parts, key=lambda r: int(r["id"][1:])) == chats
 
 def test_instruction_from_jsonl_and_csv(tmp_path):
     rows = data.read_records(write(tmp_path / "sft.jsonl", jsonl(
