@@ -232,3 +232,58 @@ def test_tasks_that_ask_no_single_question_are_refused_as_training_data(suite, n
     task = next(t for t in suite.tasks if t.name == name)
     with pytest.raises(UserError, match=message):
         task_pairs(task, task.data)
+
+
+def train_yaml(tmp_path: Path, base: Path, data: str, extra: str = "") -> Path:
+    path = tmp_path / "train.yaml"
+    path.write_text(f"base_model: {base}\nquant: none\ndtype: fp32\ndata: {data}\nlora: {{r: 4, alpha: 8}}\n"
+                    f"batch_size: 2\nmax_steps: 2\nmax_length: 128\n{extra}out: run\n")
+    return path
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{format: task, train: cls.jsonl}", "format: task needs 'suite'"),
+    ("{format: chat, train: chats.jsonl, task: cls_gen}", "'suite' and 'task' belong to format: task"),
+])
+def test_format_task_keys_are_checked_when_the_config_loads(tmp_path, data, message):
+    from adapterbench.config import load_train
+
+    with pytest.raises(UserError, match=message):
+        load_train(train_yaml(tmp_path, tmp_path, data))
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{format: task, suite: suite.yaml, task: nope, train: cls.jsonl}", r"train.yaml:4: field 'data.task': 'nope' "
+     r"is not a task of .*suite.yaml, whose tasks are \['cls_gen'"),
+    ("{format: task, suite: suite.yaml, task: ppl, train: cls.jsonl}", "scores perplexity"),
+    ("{format: task, suite: suite.yaml, task: mc, train: cls.jsonl}", r"cls.jsonl:1: field 'question': missing"),
+    ("{format: chat, train: mc.jsonl}", r"mc.jsonl:1: field 'messages': missing"),
+])
+def test_bad_training_data_fails_before_the_model_loads(suite, tmp_path, monkeypatch, data, message):
+    from adapterbench.adapters import models
+    from adapterbench.training import train
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    from adapterbench.config import load_train
+
+    with pytest.raises(UserError, match=message):
+        train(load_train(train_yaml(tmp_path, tmp_path, data)), store=tmp_path / "s.sqlite", show_progress=False)
+
+
+@pytest.mark.parametrize("data", ["{format: chat, train: chats.jsonl, val: chats.jsonl}",
+                                  "{format: task, suite: suite.yaml, task: cls_gen, train: cls.jsonl, val: cls.jsonl}"])
+def test_training_on_conversations_and_on_a_task_runs_and_records_its_data(suite, tiny_model_dir, tmp_path, data):
+    from adapterbench.config import load_train
+    from adapterbench.training import train
+
+    config = load_train(train_yaml(tmp_path, tiny_model_dir, data, "eval: {every: 2, suite: suite.yaml, "
+                                                                   "tasks: [cls_gen], limit: 2}\n"))
+    train(config, store=tmp_path / "s.sqlite", show_progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stats"]["steps"] == 2 and manifest["config"]["data"]["format"] == config.data.format
+    curve = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in curve if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 2] and all(r["val_loss"] > 0 and "cls_gen/acc" in r for r in evals)
