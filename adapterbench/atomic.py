@@ -23,14 +23,14 @@ def temp_path(target: Path) -> Path:
 
 
 @contextmanager
-def atomic_file(target: str | Path, newline: str | None = None):
-    """Yield a UTF-8 text file open beside `target`; when the block ends without error it replaces `target`, so
-    readers see the old file or the whole new one, never half of it."""
+def atomic_file(target: str | Path, newline: str | None = None, binary: bool = False):
+    """Yield a UTF-8 text file (a binary one with `binary`) open beside `target`; when the block ends without error
+    it replaces `target`, so readers see the old file or the whole new one, never half of it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(target)
     try:
-        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline=newline) as f:
             yield f
         os.replace(tmp, target)
     except BaseException:

@@ -24,7 +24,7 @@ data_app = typer.Typer(help="Check and split domain data files (text, instructio
 models_app = typer.Typer(help="Resolve and inspect base models (the embedded default, HF dirs, GGUF files).",
                          no_args_is_help=True)
 tasks_app = typer.Typer(help="Compile a suite.yaml into lm-eval task YAML and list its tasks.", no_args_is_help=True)
-runs_app = typer.Typer(help="List and show evaluations kept in the store.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, show and export evaluations kept in the store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(tasks_app, name="tasks")
@@ -138,7 +138,13 @@ def eval_cmd(
     allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, input, reference and each model's answer."),
-    output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval results JSON per model here."),
+    output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval's output here: per model a folder of "
+                                              "results_DATE.json and samples_TASK_DATE.jsonl (--log_samples)."),
+    report_to: Optional[str] = typer.Option(None, help="Also log the scores to these experiment trackers, "
+                                            "comma-separated, as accelerate names them: tensorboard, wandb, mlflow, "
+                                            "trackio, comet_ml..."),
+    log_dir: Optional[Path] = typer.Option(None, help="Where trackers that write files (TensorBoard) log: "
+                                           "LOG_DIR/EVAL_ID."),
     as_json: bool = typer.Option(False, "--json", help='Print {"eval_id": ..., "results": {LABEL: {TASK: {METRIC: VALUE}}}}.'),
 ):
     """Score the base and every adapter on each task of SUITE, loading the base once. Results (scores with stderr,
@@ -152,6 +158,11 @@ def eval_cmd(
     if batch_size != "auto" and not batch_size.isdigit():
         raise UserError(f"--batch-size expects a number or 'auto', got {batch_size!r}")
     _check_exports(predictions_csv, output_dir)
+    trackers = _parse_csv_list(report_to) or []
+    if trackers or log_dir:
+        from adapterbench.trackers import check_report_to
+
+        check_report_to(trackers, log_dir)
     evaluation = evaluate(suite, base=base, adapters=adapter, limit=limit, tasks=_parse_csv_list(tasks),
                           batch_size=batch_size, dtype=dtype, quant=quant, store=store,
                           command="adapterbench " + " ".join(sys.argv[1:]), allow_base_mismatch=allow_base_mismatch,
@@ -159,6 +170,10 @@ def eval_cmd(
     if evaluation is None:  # one of several processes (torchrun): the main one writes and prints
         return
     _write_exports(evaluation, predictions_csv, output_dir)
+    if trackers:
+        from adapterbench.trackers import log_evaluation
+
+        log_evaluation(evaluation, trackers, log_dir)
     if as_json:
         _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),
               as_json=True)
@@ -183,11 +198,7 @@ def _write_exports(evaluation: dict, predictions_csv: Optional[Path], output_dir
     if predictions_csv:
         store_mod.write_predictions_csv(evaluation, predictions_csv)
     if output_dir:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for model in evaluation["models"]:
-            name = model["label"].replace("/", "__")
-            path = output_dir / f"results_{evaluation['id']}_{name}.json"
-            path.write_text(json.dumps(store_mod.export_lm_eval(evaluation, model["label"]), indent=2, default=str))
+        store_mod.write_lm_eval_dir(evaluation, output_dir)
 
 
 @app.command()
@@ -517,7 +528,8 @@ def runs_show(
     eval_id: str = typer.Argument("latest", help="An evaluation id, a unique prefix of one, or 'latest'."),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     predictions_csv: Optional[Path] = typer.Option(None, help="Write id, input, reference and each model's answer."),
-    output_dir: Optional[Path] = typer.Option(None, help="Write lm-eval results JSON per model here."),
+    output_dir: Optional[Path] = typer.Option(None, help="Write lm-eval's results JSON here, a folder per model "
+                                              "(per-sample JSONL only from eval itself: the store keeps our records)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"eval_id": ..., "results": {LABEL: {TASK: {METRIC: VALUE}}}}.'),
 ):
     """Show one evaluation: models with identity, scores with stderr; export it for other tools."""
@@ -533,6 +545,28 @@ def runs_show(
               as_json=True)
     else:
         _echo(store_mod.format_evaluation(evaluation))
+
+
+@runs_app.command("export")
+def runs_export(
+    eval_id: str = typer.Argument("latest", help="An evaluation id, a unique prefix of one, or 'latest'."),
+    fmt: str = typer.Option(..., "--format", "-f", help="csv | jsonl | parquet (parquet needs pyarrow)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write (replaced whole)."),
+    table: str = typer.Option("samples", help="samples: a row per model x task x item, with its per-sample metrics "
+                              "| scores: a row per model x task x metric, with stderr and n."),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+):
+    """Write one evaluation's per-sample records or scores as a table for pandas, spreadsheets or DuckDB.
+
+    Example: adapterbench runs export latest --format parquet --out samples.parquet
+    """
+    from adapterbench.harness import store as store_mod
+
+    store_mod.check_export(table, fmt, out)
+    with store_mod.connect(store, create=False) as conn:
+        evaluation = store_mod.load_evaluation(conn, eval_id, with_samples=table == "samples")
+    rows = store_mod.write_export(evaluation, table, fmt, out)
+    _echo(f"wrote {rows} {table} rows of {evaluation['id']} to {out}")
 
 
 @app.command()

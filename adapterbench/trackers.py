@@ -21,11 +21,22 @@ def tracker_problem(name: str) -> str | None:
     return None
 
 
-def needs_log_dir(names: list[str]) -> bool:
-    """Whether one of the trackers writes files (TensorBoard, aim...) and so needs a logging folder."""
+def check_report_to(names: list[str], log_dir: Path | None) -> None:
+    """eval's --report-to and --log-dir, checked before any work: each tracker usable, and a writable folder for
+    those that write files (TensorBoard, aim...)."""
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-    return any(name == "all" or LOGGER_TYPE_TO_CLASS[name].requires_logging_directory for name in names)
+    from adapterbench import paths
+    from adapterbench.errors import UserError
+
+    for name in names:
+        if problem := tracker_problem(name):
+            raise UserError(problem, field="--report-to")
+    writers = [name for name in names if name == "all" or LOGGER_TYPE_TO_CLASS[name].requires_logging_directory]
+    if writers and log_dir is None:
+        raise UserError(f"{', '.join(writers)} writes files: name their folder with --log-dir DIR", field="--log-dir")
+    if log_dir is not None:
+        paths.output_dir(log_dir, field="--log-dir")
 
 
 def flat_config(config: dict, prefix: str = "") -> dict:
@@ -42,7 +53,7 @@ def flat_config(config: dict, prefix: str = "") -> dict:
 
 def log_evaluation(evaluation: dict, report_to: list[str], log_dir: Path | None) -> None:
     """Every score of `evaluation` as `TASK/METRIC/LABEL` at step 0 of one tracker run named by its id (TensorBoard:
-    LOG_DIR/ID/), so each task's models sit side by side."""
+    LOG_DIR/ID/), so each task's models sit side by side; its suite, base, models and options as the run's config."""
     import torch
     from accelerate import Accelerator
 

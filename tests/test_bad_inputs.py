@@ -361,6 +361,14 @@ CASES = [
          field="--output-dir", says="not a folder"),
     Case("eval-output-dir-under-a-file", ["eval", "suite.yaml", "--output-dir", "notes.md/r"], file="r",
          field="--output-dir", says="is a file"),
+    Case("eval-report-to-unknown", ["eval", "suite.yaml", "--report-to", "tensorbord"], field="--report-to",
+         says="'tensorbord' is not a tracker accelerate knows; choose from all, aim, tensorboard"),
+    Case("eval-report-to-not-installed", ["eval", "suite.yaml", "--report-to", "tensorboard,wandb", "--log-dir", "l"],
+         field="--report-to", says="'wandb' is not installed (pip install wandb)"),
+    Case("eval-report-to-without-log-dir", ["eval", "suite.yaml", "--report-to", "tensorboard"], field="--log-dir",
+         says="tensorboard writes files: name their folder with --log-dir DIR"),
+    Case("eval-log-dir-file", ["eval", "suite.yaml", "--report-to", "tensorboard", "--log-dir", "notes.md"],
+         file="notes.md", field="--log-dir", says="not a folder"),
     Case("eval-suite-invalid", ["eval", "bad.yaml"], {"bad.yaml": "name: [\n"}, file="bad.yaml",
          says="invalid YAML"),
     # --- generate: prompts files and destinations --------------------------------------------------------------------
@@ -451,6 +459,12 @@ CASES = [
          "lora.layers", "this base has 2 layers"),
         ("layers-negative", "{tiny_yaml}lora: {target_modules: [q_proj], layers: [-1]}\n", [], {}, None, 7,
          "lora.layers", "do not exist"),
+        ("report-to-unknown", "{tiny_yaml}report_to: [tensorbord]\n", [], {}, None, 7, "report_to[0]",
+         "not a tracker accelerate knows"),
+        ("report-to-not-installed", "{tiny_yaml}report_to: [tensorboard, wandb]\n", [], {}, None, 7, "report_to[1]",
+         "not installed (pip install wandb)"),
+        ("report-to-a-name", "{tiny_yaml}report_to: tensorboard\n", [], {}, None, 7, "report_to",
+         "valid list"),
     ]],
     Case("train-base-custom-code", ["train", "t.yaml"],
          {"t.yaml": "base_model: b\ndata: {format: instruction, train: qa.jsonl}\nmax_steps: 1\n",
@@ -516,6 +530,15 @@ CASES = [
          file="out", field="--predictions-csv", says="is a folder"),
     Case("runs-show-output-dir-file", ["runs", "show", "latest", "--output-dir", "notes.md"], file="notes.md",
          field="--output-dir", says="not a folder"),
+    Case("runs-export-unknown-id", ["runs", "export", "ev-1999", "-f", "csv", "-o", "x.csv"], file="store.sqlite",
+         field="evaluation", says="no evaluation"),
+    Case("runs-export-unknown-format", ["runs", "export", "-f", "xlsx", "-o", "x.xlsx"], field="--format",
+         says="unknown format 'xlsx'; choose one of csv, jsonl, parquet"),
+    Case("runs-export-unknown-table", ["runs", "export", "-f", "csv", "-o", "x.csv", "--table", "models"],
+         field="--table", says="unknown table 'models'; choose samples or scores"),
+    Case("runs-export-out-folder", ["runs", "export", "-f", "csv", "-o", "out"], {"out": DIR}, file="out",
+         field="--out", says="is a folder"),
+    Case("runs-export-out-missing", ["runs", "export", "-f", "csv"], says="Missing option '--out'"),
     Case("runs-list-limit-zero", ["runs", "list", "--limit", "0"], field="--limit", says="--limit 0"),
     Case("runs-list-store-folder", ["runs", "list", "--store", "st"], {"st": DIR}, file="st", field="--store",
          says="is a folder"),
@@ -554,7 +577,7 @@ def test_the_table_covers_every_command_and_at_least_150_cases():
                 for c in CASES}
     assert len(CASES) >= 150 and len({c.id for c in CASES}) == len(CASES)
     assert commands >= {"data split", "data check", "tasks list", "tasks build", "eval", "generate", "chat", "train",
-                        "gate", "report", "runs show", "runs list", "models info", "demo"}
+                        "gate", "report", "runs show", "runs list", "runs export", "models info", "demo"}
 
 
 def snapshot(root: Path) -> dict:

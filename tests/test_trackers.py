@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 
+from adapterbench.cli import main
 from adapterbench.errors import UserError
 from adapterbench.training import train
+from test_harness import random_lora
 from test_training import SAMPLE, config, metrics_lines
 
 SUITE = f"name: s\ntasks:\n  - {{name: mc, type: multiple_choice, data: {SAMPLE}/data/mc_test.jsonl}}\n"
@@ -100,3 +104,18 @@ def test_an_unusable_tracker_is_refused_naming_the_line_before_the_model_loads(t
         train(load_train(path), store=tmp_path / "s.sqlite", show_progress=False)
     assert str(error.value).startswith(f"{path}:5: field 'report_to[1]': ") and says in str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_report_to_logs_each_score_of_its_table_per_model(tiny_model_dir, tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    adapter = random_lora(tiny_model_dir, tmp_path / "lora", seed=1)
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", str(suite), "--base", str(tiny_model_dir), "--adapter", f"mine={adapter}", "--limit", "2",
+              "--dtype", "fp32", "--store", str(tmp_path / "s.sqlite"), "--json", "--report-to", "tensorboard",
+              "--log-dir", str(tmp_path / "logs")])
+    assert exit_.value.code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert scalars(tmp_path / "logs" / printed["eval_id"]) == {
+        f"mc/{metric}/{label}": [(0, float(np.float32(value)))]
+        for label in ("base", "mine") for metric, value in printed["results"][label]["mc"].items()}

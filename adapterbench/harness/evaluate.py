@@ -145,13 +145,14 @@ def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None 
 
 
 def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None = None) -> dict:
-    """Score the model `label` of `lm` on every loaded task (see load_tasks): {"scores", "samples", "lm_eval"}.
+    """Score the model `label` of `lm` on every loaded task (see load_tasks): {"scores", "samples", "lm_eval",
+    "lm_eval_samples"}, the last lm-eval's own per-sample log by task (what `--log_samples` writes).
     Under several processes each scores its share and only the main one gets results (the others: empty)."""
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     from lm_eval.defaults import DEFAULT_OTHER_SEED
 
-    scores, samples, merged = [], [], {}
+    scores, samples, merged, logged = [], [], {}, {}
     with lm.use(label):
         for chat, task_dict in tasks:
             for task in task_dict["tasks"].values():
@@ -167,6 +168,7 @@ def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None =
             task_samples = _samples(label, result)
             scores += _with_bootstrap_stderr(_scores(label, result), task_samples, task_dict["tasks"])
             samples += task_samples
+            logged.update(result["samples"])
             for key, value in result.items():
                 if key == "samples":
                     continue
@@ -174,7 +176,7 @@ def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None =
                     merged.setdefault(key, {}).update(value)
                 else:
                     merged[key] = value
-    return {"scores": scores, "samples": samples, "lm_eval": merged}
+    return {"scores": scores, "samples": samples, "lm_eval": merged, "lm_eval_samples": logged}
 
 
 def _scores(label: str, result: dict) -> list[dict]:
@@ -269,7 +271,8 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
     id; with save=True it is written to the store in one transaction. `allow_base_mismatch` scores adapters trained
     on another base too; config.base_mismatch lists them. Under `torchrun --nproc_per_node N` or `accelerate
     launch` the processes share each task's documents; the main process alone gathers, saves and returns the
-    evaluation, the others return None."""
+    evaluation, the others return None. Each model also carries lm-eval's own per-sample log (`lm_eval_samples`,
+    for `--output-dir`), which the store does not keep."""
     from adapterbench.harness import store as store_mod
     from adapterbench.adapters.models import stay_offline
 
@@ -308,7 +311,7 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
             evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",
                                          "path": identity["path"], "sha256": identity["sha256"],
                                          "base_name": identity.get("base_name"), "manifest": identity.get("manifest"),
-                                         "lm_eval": result["lm_eval"]})
+                                         "lm_eval": result["lm_eval"], "lm_eval_samples": result["lm_eval_samples"]})
             evaluation["scores"] += result["scores"]
             evaluation["samples"] += result["samples"]
     if lm.rank != 0:
