@@ -168,7 +168,7 @@ def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None =
             task_samples = _samples(label, result)
             scores += _with_bootstrap_stderr(_scores(label, result), task_samples, task_dict["tasks"])
             samples += task_samples
-            logged.update(result["samples"])
+            logged.update(result.get("samples", {}))
             for key, value in result.items():
                 if key == "samples":
                     continue
