@@ -35,6 +35,9 @@ def check_report_to(names: list[str], log_dir: Path | None) -> None:
     writers = [name for name in names if name == "all" or LOGGER_TYPE_TO_CLASS[name].requires_logging_directory]
     if writers and log_dir is None:
         raise UserError(f"{', '.join(writers)} writes files: name their folder with --log-dir DIR", field="--log-dir")
+    if log_dir is not None and not names:
+        raise UserError("is where --report-to's trackers write: name them with --report-to", path=log_dir,
+                        field="--log-dir")
     if log_dir is not None:
         paths.output_dir(log_dir, field="--log-dir")
 

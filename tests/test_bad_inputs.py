@@ -367,6 +367,8 @@ CASES = [
          field="--report-to", says="'wandb' is not installed (pip install wandb)"),
     Case("eval-report-to-without-log-dir", ["eval", "suite.yaml", "--report-to", "tensorboard"], field="--log-dir",
          says="tensorboard writes files: name their folder with --log-dir DIR"),
+    Case("eval-log-dir-without-report-to", ["eval", "suite.yaml", "--log-dir", "l"], file="l", field="--log-dir",
+         says="name them with --report-to"),
     Case("eval-log-dir-file", ["eval", "suite.yaml", "--report-to", "tensorboard", "--log-dir", "notes.md"],
          file="notes.md", field="--log-dir", says="not a folder"),
     Case("eval-suite-invalid", ["eval", "bad.yaml"], {"bad.yaml": "name: [\n"}, file="bad.yaml",
