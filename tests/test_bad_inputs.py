@@ -415,7 +415,7 @@ CASES = [
         ("alias-bomb", BOMB, [], {}, None, 6, None, "aliases"),
         ("unknown-key", "{tiny_yaml}lora: {rank: 8}\n", [], {}, None, 7, "lora.rank", "unknown key; known keys: r,"),
         ("missing-data", "max_steps: 1\n", [], {}, None, None, "data", "missing"),
-        ("unknown-format", "data: {format: chat, train: qa.jsonl}\nmax_steps: 1\n", [], {}, None, 1,
+        ("unknown-format", "data: {format: dialogue, train: qa.jsonl}\nmax_steps: 1\n", [], {}, None, 1,
          "data.format", "text", ),
         ("lr-negative", "{tiny_yaml}lr: -0.1\n", [], {}, None, 7, "lr", "greater than 0"),
         ("dropout-one", "{tiny_yaml}lora: {dropout: 1.0}\n", [], {}, None, 7, "lora.dropout", "less than 1"),
