@@ -3,7 +3,6 @@ weight lands, nothing PEFT would drop, it changes the model) and whether merging
 
 from __future__ import annotations
 
-import json
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,10 +45,15 @@ def attach(base_model, path: str | Path):
     `attached` takes it off again."""
     from peft import PeftModel
 
+    from adapterbench.adapters.identity import adapter_files, read_json_object
+
     path = Path(path)
-    _check_config_fields(path)
-    if _peft_type(path) == "LORA":
-        check_lora_fits(base_model, path)
+    config_file, weights = adapter_files(path)
+    fields = read_json_object(config_file)
+    peft_type = fields.get("peft_type", "LORA")
+    _check_config_fields(fields, config_file)
+    if peft_type == "LORA":
+        check_lora_fits(base_model, fields, weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT's warnings here are about training, or are checked below
         try:
@@ -57,9 +61,9 @@ def attach(base_model, path: str | Path):
             model = PeftModel.from_pretrained(base_model, str(path))
         except (ValueError, RuntimeError, KeyError, TypeError, NotImplementedError) as error:
             said = " ".join(line.strip() for line in str(error).splitlines()[:2] if line.strip())
-            raise UserError(f"PEFT cannot apply this {_peft_type(path)} adapter to this base: "
+            raise UserError(f"PEFT cannot apply this {peft_type} adapter to this base: "
                             f"{said[:300] or type(error).__name__}", path=path) from None
-    stray = _weights_that_did_not_land(model, path)
+    stray = _weights_that_did_not_land(model, weights)
     if stray:
         raise UserError(f"{len(stray)} weight(s) of the adapter file land nowhere in this base (first: {stray[0]}); "
                         "it was trained on another model", path=path)
@@ -67,18 +71,14 @@ def attach(base_model, path: str | Path):
     return model
 
 
-def _weights_that_did_not_land(model, path: Path) -> list[str]:
+def _weights_that_did_not_land(model, weights: Path) -> list[str]:
     """The file's tensors missing from, or unequal to, the adapter PEFT now holds (what save_pretrained would write
     back): PEFT skips keys it cannot place with at most a warning, and PEFT's warning also fires on tied weights
     that did load."""
     import torch
     from peft.utils import get_peft_model_state_dict
-
-    from adapterbench.adapters.identity import adapter_files
-
     from safetensors.torch import load_file
 
-    _, weights = adapter_files(path)
     held = get_peft_model_state_dict(model, adapter_name=model.active_adapter)
     saved = load_file(weights)  # identity.adapter_files admits safetensors only
     stray = []
@@ -129,13 +129,9 @@ def changes_outputs(model, tokenizer) -> bool:
     return not torch.equal(tuned, plain)
 
 
-def check_lora_fits(base_model, path: str | Path) -> None:
-    """Every LoRA matrix must land on an existing layer of matching shape; PEFT would otherwise skip missing
-    modules with a warning and we would score the plain base under the adapter's name."""
-    from adapterbench.adapters.identity import adapter_files
-
-    config_file, weights = adapter_files(path)
-    config = json.loads(config_file.read_text())
+def check_lora_fits(base_model, config: dict, weights: Path) -> None:
+    """Every LoRA matrix must land on an existing layer of matching shape, checked before PEFT loads it, so the
+    refusal names the layer and the shapes (`config`: adapter_config.json's fields)."""
     modules = dict(base_model.named_modules())
     shapes = _tensor_shapes(weights)
     if not any(".lora_A" in name or ".lora_embedding_A" in name for name in shapes):
@@ -159,17 +155,13 @@ def check_lora_fits(base_model, path: str | Path) -> None:
                             f"{config.get('base_model_name_or_path')!r})", path=weights)
 
 
-def _check_config_fields(path: Path) -> None:
+def _check_config_fields(fields: dict, config_file: Path) -> None:
     """PEFT drops config fields it does not know with a warning and scores the adapter without them: a field a newer
     PEFT added, set to anything but its default, is refused instead."""
     import peft
     from peft import PeftConfig
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    from adapterbench.adapters.identity import adapter_files
-
-    config_file, _ = adapter_files(path)
-    fields = json.loads(config_file.read_text())
     peft_type = fields.get("peft_type")
     config_class = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type)
     if config_class is None:
@@ -180,12 +172,6 @@ def _check_config_fields(path: Path) -> None:
     if unknown:
         raise UserError(f"saved by a newer PEFT: peft {peft.__version__} does not know {', '.join(unknown)} and would "
                         "score the adapter without them; upgrade peft", path=config_file, field=unknown[0])
-
-
-def _peft_type(path: Path) -> str:
-    from adapterbench.adapters.identity import adapter_files
-
-    return json.loads(adapter_files(path)[0].read_text()).get("peft_type", "LORA")
 
 
 def _tensor_shapes(weights: Path) -> dict[str, tuple]:

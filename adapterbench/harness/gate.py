@@ -406,8 +406,8 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 
 
 def _md(text) -> str:
-    """Text safe inside a Markdown table cell: markup characters and entities escaped, control characters dropped,
-    line breaks flattened."""
+    """Text safe inside a Markdown table cell: markup characters and entities escaped, control characters shown as
+    [U+XXXX] (untrusted.visible; the XML-illegal U+FFFE/U+FFFF dropped), line breaks flattened."""
     text = _XML_ILLEGAL.sub("", visible(text).replace("\r", " ").replace("\n", " ").replace("&", "&amp;"))
     return _MD_SPECIAL.sub(r"\\\1", text)
 

@@ -242,7 +242,7 @@ def t_quantile(q: float, df: int) -> float:
     low, high = 0.0, 1.0
     while t_two_sided_p(high, df) > 2 * (1 - q):
         high *= 2
-    for _ in range(200):
+    for _ in range(64):  # halving from at most 2**k, 64 steps reach double precision
         mid = (low + high) / 2
         low, high = (mid, high) if t_two_sided_p(mid, df) > 2 * (1 - q) else (low, mid)
     return (low + high) / 2

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from adapterbench import data
-from adapterbench.atomic import atomic_dir, atomic_file, remove_stale
+from adapterbench.atomic import atomic_dir, atomic_file, remove_stale, scratch_dir
 from adapterbench.config import TrainConfig
 from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
@@ -200,7 +200,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
         if not math.isfinite(grad_norm):
             raise diverged(f"the gradient norm became {grad_norm}", state["step"] + 1, run_dir)
         optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in params):
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one device sync per step
             raise diverged("the adapter weights became NaN/inf", state["step"] + 1, run_dir)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -253,8 +253,6 @@ def check_before_loading(config: TrainConfig, store) -> None:
     """Everything a run can be refused for without the model, checked before it loads and before anything is
     written: the destinations, the data, the evaluation suite and the early-stopping metric its evaluations must
     measure (found only after the step-0 evaluation otherwise, leaving files and a store row behind)."""
-    import tempfile
-
     from adapterbench import paths
     from adapterbench.config import config_error, load_suite
     from adapterbench.harness import store as store_mod
@@ -281,7 +279,7 @@ def check_before_loading(config: TrainConfig, store) -> None:
         unknown = sorted(set(config.eval.tasks or ()) - set(names))
         if unknown:
             raise config_error(config, ("eval", "tasks"), f"{unknown} not in the suite, whose tasks are {names}")
-        with tempfile.TemporaryDirectory(prefix="adapterbench-check-") as tmp:
+        with scratch_dir("adapterbench-check") as tmp:  # a killed run's scratch is removed by the next
             build_suite(suite, Path(tmp) / "tasks")  # its data files read and checked
         measured += [f"{task.name}/{metric}" for task in suite.tasks
                      if not config.eval.tasks or task.name in config.eval.tasks for metric in metric_names(task)]
@@ -313,13 +311,11 @@ def check_lora_targets(config: TrainConfig, model) -> None:
     from adapterbench.config import config_error
 
     if isinstance(config.lora.target_modules, list):
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                         if isinstance(module, torch.nn.Linear) and name})
         missing = [t for t in config.lora.target_modules
                    if not any(name == t or name.endswith("." + t) for name, _ in model.named_modules())]
         if missing:
             raise config_error(config, ("lora", "target_modules"), f"{missing} match no module of this base; its "
-                               f"linear layers are: {', '.join(linear)}")
+                               f"linear layers are: {', '.join(linear_layer_names(model))}")
     depth = getattr(model.config, "num_hidden_layers", None)
     outside = [i for i in config.lora.layers or () if depth is not None and not 0 <= i < depth]
     if outside:
