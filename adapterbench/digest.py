@@ -1,5 +1,5 @@
-"""The sha256 of a file's content, computed once per version of the file (path, size, mtime) and remembered across
-runs, so a 500 MB base is hashed on first use, not on every evaluation."""
+"""Content hashes: the sha256 of a text, and of a file computed once per version of the file (path, size, mtime) and
+remembered across runs, so a 500 MB base is hashed on first use, not on every evaluation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ CACHE_ENTRIES = 1000  # the newest are kept; a forgotten one is only hashed agai
 PERSIST_FROM = 1 << 20  # smaller files hash faster than the cache file is read and written
 
 _memo: dict[tuple, str] = {}
+
+
+def text_sha256(text: str, length: int = 64) -> str:
+    """Hex sha256 of `text` as UTF-8, cut to its first `length` digits (16 name an item, 64 a file's content)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def file_sha256(path: str | Path) -> str:

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from adapterbench.config import GateConfig, key_line, load_gate
 from adapterbench.errors import UserError
+from adapterbench import terminal
 from adapterbench.untrusted import visible
 
 EXIT_CODES = {"passed": 0, "regressed": 1, "incomplete": 2}
@@ -338,13 +339,11 @@ def format_verdict(verdict: dict) -> str:
                       str(row["n_items"]), _num(row["baseline"]), _num(row["candidate"]), _delta(row) + _mark(row),
                       _num(row["mde"]), _p(row["p_value"]), _p(row["p_holm"]), _max_drop(row["max_drop"]),
                       row["verdict"]])
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     counts = ", ".join(f"{n} {v}" for v, n in verdict["counts"].items() if n) or "no rules"
     notes = [f"† {row['task']}/{row['metric']}: {row['note']}" for row in verdict["rows"] if _mark(row)]
     return "\n".join([f"baseline:  {side_text(verdict['baseline'])}",
                       f"candidate: {side_text(verdict['candidate'])}", textwrap.fill(verdict["answers"], 116),
-                      "", lines[0], "-" * max(map(len, lines)), *lines[1:], *notes, "",
+                      "", *terminal.table(table), *notes, "",
                       f"gate {verdict['status']}: {counts}"])
 
 

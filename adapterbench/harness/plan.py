@@ -116,10 +116,9 @@ def format_plan(result: dict) -> str:
             cells.append("-" if row["needed"] is None else f"{row['needed']:,}"
                          + (f" (delta {row['target']:.4g})" if share else ""))
         table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    from adapterbench import terminal
     from adapterbench.harness.gate import side_text
-
+    
     sides = [f"baseline:  {side_text(result['baseline'])}"]
     if result["candidate"]:
         sides.append(f"candidate: {side_text(result['candidate'])}")
@@ -132,7 +131,7 @@ def format_plan(result: dict) -> str:
     elif result["question"] == "checkpoints":
         notes.append("If the candidate is a second seed of the baseline's config, its delta is seed noise: a gate of "
                      "one checkpoint per side flags such deltas once they exceed the MDE.")
-    return "\n".join([*sides, "", lines[0], "-" * max(map(len, lines)), *lines[1:], "",
+    return "\n".join([*sides, "", *terminal.table(table), "",
                       *(textwrap.fill(note, 116) for note in notes)])
 
 

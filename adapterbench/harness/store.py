@@ -19,6 +19,7 @@ from pathlib import Path
 from adapterbench import paths
 from adapterbench.atomic import atomic_file
 from adapterbench.errors import UserError
+from adapterbench import terminal
 
 SCHEMA_VERSION = 3
 
@@ -491,7 +492,7 @@ def format_evaluation(evaluation: dict) -> str:
     if e.get("train_run") is not None:
         lines.append(f"train run   {e['train_run']}  step {e.get('step')}  tokens {e.get('tokens_seen')}")
     model_rows = [[m["label"], m["role"], (m.get("sha256") or "-")[:12], m.get("path") or ""] for m in e["models"]]
-    for i, line in enumerate(_align(model_rows)):
+    for i, line in enumerate(terminal.align(model_rows)):
         lines.append(("models      " if i == 0 else " " * 12) + line)
     labels = [m["label"] for m in e["models"]]
     cells: dict[tuple[str, str], dict[str, str]] = {}
@@ -500,12 +501,12 @@ def format_evaluation(evaluation: dict) -> str:
     if cells:
         table = [["task", "metric", *labels]]
         table += [[task, metric, *(row.get(label, "-") for label in labels)] for (task, metric), row in cells.items()]
-        lines += ["", *_table(table, right=range(2, 2 + len(labels)))]
+        lines += ["", *terminal.table(table, right=range(2, 2 + len(labels)))]
     else:
         lines += ["", "(no scores)"]
     groups = _group_rows(e, labels)
     if groups:
-        lines += ["", "by group (each task's primary metric)", *_table(groups, right=range(2, 4 + len(labels)))]
+        lines += ["", "by group (each task's primary metric)", *terminal.table(groups, right=range(2, 4 + len(labels)))]
     return "\n".join(lines)
 
 
@@ -539,7 +540,7 @@ def format_evaluation_list(rows: list[dict]) -> str:
     table = [["id", "date", "suite", "base", "models", "tasks", *(["kind"] if kinds else [])]]
     table += [[r["id"], _date(r["created_at"]), r["suite_name"], r["base_ref"], ", ".join(r["models"]),
                str(r["n_tasks"]), *([r.get("kind", "eval")] if kinds else [])] for r in rows]
-    return "\n".join(_table(table, right={5}))
+    return "\n".join(terminal.table(table, right={5}))
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
@@ -642,14 +643,3 @@ def _score(value, stderr) -> str:
         return "-"
     text = f"{value:.4f}"
     return text if stderr is None else f"{text} ± {stderr:.4f}"
-
-
-def _align(rows: list[list[str]], right=()) -> list[str]:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            .rstrip() for row in rows]
-
-
-def _table(rows: list[list[str]], right=()) -> list[str]:
-    lines = _align(rows, right)
-    return [lines[0], "-" * max(len(line) for line in lines), *lines[1:]]
