@@ -1,14 +1,13 @@
 """compare(): each metric's own aggregation on the paired items, vectorised resamples equal to the plain ones,
 items paired by content, and the tests chosen per metric."""
 
-import math
 import random
 
 import numpy as np
 import pytest
 
 from adapterbench.harness.compare import aggregate, aggregator, compare, higher_is_better, label_slugs, primary_metric
-from adapterbench.tasks.metrics import bleu_corpus, f1_macro, per_class
+from adapterbench.tasks.metrics import f1_macro
 
 LABELS = ["training", "evaluation", "quantization"]
 
@@ -17,17 +16,37 @@ def _class_items(rng, n, k=3, unparseable=True):
     return [(rng.randrange(k), rng.randrange(-1 if unparseable else 0, k)) for _ in range(n)]
 
 
-def test_aggregate_is_each_tasks_own_aggregation():
-    assert aggregate("acc", [1.0, 0.0, 1.0, 1.0]) == 0.75
-    items = [(-10.0, 5), (-30.0, 15)]
-    assert aggregate("word_perplexity", items) == pytest.approx(math.exp(40 / 20))
-    assert aggregate("byte_perplexity", items) == pytest.approx(math.exp(2))
-    assert aggregate("bits_per_byte", items) == pytest.approx(2 / math.log(2))
-    pairs = [("the cat sat", "the cat sat down"), ("a dog", "the dog ran")]
-    assert aggregate("bleu", pairs) == bleu_corpus(pairs)
-    golds = [(0, 0), (1, 0), (2, -1), (0, 0)]
-    assert aggregate("f1_macro", golds, labels=LABELS) == f1_macro(golds, 3)
-    assert aggregate("recall_evaluation", golds, labels=LABELS) == per_class("recall", 1)(golds)
+def test_aggregate_equals_lm_eval_sacrebleu_sklearn_and_the_plain_mean():
+    import statistics
+
+    import sacrebleu
+    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    for scores in ([1.0, 0.0, 1.0, 1.0], [0.25, 0.5, 0.125, 1.0, 0.0]):
+        for metric in ("acc", "rougeL_f1"):
+            assert aggregate(metric, scores) == pytest.approx(statistics.fmean(scores), abs=1e-15)
+    # (log-likelihood, words or bytes) per document: a ratio of sums, not a mean of per-document ratios
+    loglik = [(-10.0, 5), (-30.0, 15), (-7.5, 3), (-2.0, 8)]
+    assert aggregate("word_perplexity", loglik) == pytest.approx(weighted_perplexity(loglik), rel=1e-12)
+    assert aggregate("byte_perplexity", loglik) == pytest.approx(weighted_perplexity(loglik), rel=1e-12)
+    assert aggregate("bits_per_byte", loglik) == pytest.approx(bits_per_byte(loglik), rel=1e-12)
+    pairs = [("the cat sat on the mat", "the cat sat on the red mat"), ("a dog ran fast", "the dog ran"),
+             ("LoRA learns a low-rank update", "LoRA learns a low-rank update of the weights"), ("", "nothing said")]
+    expected = sacrebleu.corpus_bleu([p for p, _ in pairs], [[r for _, r in pairs]]).score
+    assert 0 < expected < 100 and aggregate("bleu", pairs) == pytest.approx(expected, abs=1e-9)
+    # (gold, prediction) items, -1 unparseable; with four labels, "architecture" never occurs yet still counts
+    labels = [*LABELS, "architecture"]
+    golds = [(0, 0), (1, 0), (2, -1), (0, 0), (1, 1), (2, 2), (2, 1), (0, 2), (1, 1)]
+    gold, pred = [g for g, _ in golds], [p for _, p in golds]
+    indices = list(range(len(labels)))
+    for average in ("macro", "weighted"):
+        expected = f1_score(gold, pred, labels=indices, average=average, zero_division=0)
+        assert aggregate(f"f1_{average}", golds, labels=labels) == pytest.approx(expected, abs=1e-12)
+    precision, recall, f1, _ = precision_recall_fscore_support(gold, pred, labels=indices, zero_division=0)
+    for k, slug in enumerate(labels):
+        for kind, column in (("precision", precision), ("recall", recall), ("f1", f1)):
+            assert aggregate(f"{kind}_{slug}", golds, labels=labels) == pytest.approx(column[k], abs=1e-12)
     with pytest.raises(ValueError, match="needs the task's labels"):
         aggregate("precision_training", golds)
 
