@@ -11,7 +11,7 @@ import pytest
 
 from adapterbench.cli import main
 from adapterbench.errors import UserError
-from adapterbench.harness import store as store_mod
+from adapterbench.harness import database
 from adapterbench.harness.generate import read_prompts
 
 from test_harness import random_lora
@@ -62,8 +62,8 @@ def test_generate_answers_side_by_side_into_the_store_like_the_eval_decodes(tiny
                        "--predictions-csv", tmp_path / "answers.csv", "--json")
     assert code == 0
     printed = json.loads(out)
-    with store_mod.connect(store) as conn:
-        saved = store_mod.load_evaluation(conn, printed["eval_id"])
+    with database.connect(store) as conn:
+        saved = database.load_evaluation(conn, printed["eval_id"])
     assert saved["kind"] == "generate" and [m["label"] for m in saved["models"]] == ["base", "style"]
     assert len(saved["samples"]) == 6 and saved["scores"] == []
     rows = list(csv.DictReader(open(tmp_path / "answers.csv", encoding="utf-8")))
@@ -79,30 +79,72 @@ def test_generate_answers_side_by_side_into_the_store_like_the_eval_decodes(tiny
     assert {(s["label"], s["doc_id"]): s["prediction"] for s in saved["samples"]} == by_eval
 
 
-def test_chat_streams_switches_adapters_and_resets(tiny_model_dir, adapter):
+def greedy_reply(model_dir: Path, adapter: Path | None, line: str, max_new_tokens: int) -> str:
+    """transformers' own greedy answer to one chat turn, the adapter loaded by PEFT: what chat should stream."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": line}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        output = model.eval().generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                       max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def chat_session(model_dir: Path, adapters: dict, lines: list[str], **options) -> tuple[list[str], list[str]]:
+    """Runs run_chat on `lines`: (the prompts it showed, what it wrote after each line read, one entry per line)."""
     from adapterbench.chat import run_chat
 
-    lines = iter(["hello there", "/adapters", "/adapter nope", "/adapter base", "hello there", "/reset", "/quit",
-                  "never read"])
-    prompts, written = [], []
+    lines, prompts, written = iter(lines), [], []
 
     def read(prompt: str) -> str:
         prompts.append(prompt)
+        written.append("")
         return next(lines)
 
-    run_chat(str(tiny_model_dir), {"style": str(adapter)}, max_new_tokens=6, dtype="fp32", read=read,
-             write=written.append)
-    text = "".join(written)
-    assert prompts == ["[style] you> "] * 4 + ["[base] you> "] * 3
-    assert "* style" in text and "no model 'nope'" in text and "now 'base'" in text and "conversation cleared" in text
-    answers = [chunk for chunk in text.split("[") if chunk.startswith(("style] ", "base] ")) and "you>" not in chunk]
-    assert len(answers) == 2  # one streamed answer per model
+    def write(text: str) -> None:
+        if written:
+            written[-1] += text
+
+    run_chat(str(model_dir), adapters, dtype="fp32", read=read, write=write, **options)
+    return prompts, written
+
+
+def test_chat_streams_switches_adapters_and_resets(tiny_model_dir, adapter):
+    question = "hello there"
+    base_answer = greedy_reply(tiny_model_dir, None, question, 6)
+    style_answer = greedy_reply(tiny_model_dir, adapter, question, 6)
+    assert base_answer != style_answer  # the adapter's random B moves the greedy answer: a switch is visible
+    lines = [question, "/adapters", "/adapter nope", "/adapter base", "/reset", question, "/adapter style", "/reset",
+             question, "/adapter base", "/reset", question, "/quit", "never read"]
+    prompts, after = chat_session(tiny_model_dir, {"style": str(adapter)}, lines, max_new_tokens=6)
+    assert prompts == ["[style] you> "] * 4 + ["[base] you> "] * 3 + ["[style] you> "] * 3 + ["[base] you> "] * 3
+    said = dict(zip(lines, after))
+    assert said["/adapters"] == "  base\n* style\n" and "no model 'nope'" in said["/adapter nope"]
+    assert "now 'base'" in said["/adapter base"] and "conversation cleared" in said["/reset"]
+    answers = [(text.partition("] ")[0], text.partition("] ")[2].strip()) for line, text in zip(lines, after)
+               if line == question]
+    # the adapter's answer, the base's, the adapter's again and the base's again: merging and unmerging leave
+    # each model answering as transformers and PEFT answer on their own
+    assert answers == [("[style", style_answer), ("[base", base_answer), ("[style", style_answer),
+                       ("[base", base_answer)]
 
 
 def test_chat_ends_on_end_of_input(tiny_model_dir):
     from adapterbench.chat import run_chat
 
+    prompts, written = [], []
+
     def read(prompt: str) -> str:
+        prompts.append(prompt)
         raise EOFError
 
-    run_chat(str(tiny_model_dir), dtype="fp32", read=read, write=lambda text: None)
+    assert run_chat(str(tiny_model_dir), dtype="fp32", read=read, write=written.append) is None
+    assert prompts == ["[base] you> "]  # asked once, then Ctrl-D ended the chat without an answer
+    assert written[0].startswith("chatting with 'base' (base loaded).") and written[1:] == ["\n"]
