@@ -9,22 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import ARCHITECTURES, DECLINED, build_arch_model
+from tiny_models import ARCHITECTURES, DECLINED, SAMPLE, build_arch_model, every_type_suite
 
-SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample" / "data"
 LIMIT = 4
-LABELS = "[training, evaluation, quantization, architecture]"
-SUITE = f"""\
-name: matrix
-tasks:
-  - {{name: mc, type: multiple_choice, data: {SAMPLE}/mc_test.jsonl}}
-  - {{name: mc_gen, type: multiple_choice_generate, data: {SAMPLE}/mc_test.jsonl, max_new_tokens: 6}}
-  - {{name: ppl, type: perplexity, data: {SAMPLE}/notes_test.jsonl}}
-  - {{name: qa, type: generation, data: {SAMPLE}/qa_test.jsonl, max_new_tokens: 8}}
-  - {{name: topics_gen, type: classification, data: {SAMPLE}/topics_test.jsonl, labels: {LABELS}, max_new_tokens: 4}}
-  - {{name: topics_ll, type: classification, method: loglikelihood, data: {SAMPLE}/topics_test.jsonl,
-     labels: {LABELS}}}
-"""
+SUITE = every_type_suite("matrix", mc_gen_tokens=6, qa_tokens=8)
 
 
 @pytest.fixture(scope="module")

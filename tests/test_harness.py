@@ -13,29 +13,13 @@ from adapterbench.config import load_suite
 from adapterbench.errors import UserError
 from adapterbench.harness.evaluate import evaluate, parse_adapters, results_table
 
-SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample" / "data"
+from tiny_models import SAMPLE, every_type_suite
+
 LIMIT = 6
-SUITE = f"""\
-name: every_type
-tasks:
-  - {{name: mc, type: multiple_choice, data: {SAMPLE}/mc_test.jsonl}}
-  - {{name: mc_gen, type: multiple_choice_generate, data: {SAMPLE}/mc_test.jsonl, max_new_tokens: 8}}
-  - {{name: ppl, type: perplexity, data: {SAMPLE}/notes_test.jsonl}}
-  - {{name: qa, type: generation, data: {SAMPLE}/qa_test.jsonl, max_new_tokens: 12, chat_template: false}}
-  - name: topics_gen
-    type: classification
-    data: {SAMPLE}/topics_test.jsonl
-    labels: [training, evaluation, quantization, architecture]
-    max_new_tokens: 4
-    num_fewshot: 2
-    fewshot_data: {SAMPLE}/topics_train.jsonl
-  - name: topics_ll
-    type: classification
-    method: loglikelihood
-    data: {SAMPLE}/topics_test.jsonl
-    labels: [training, evaluation, quantization, architecture]
-    system_prompt: Classify the sentence by its topic.
-"""
+SUITE = every_type_suite("every_type", mc_gen_tokens=8, qa_tokens=12, extra={
+    "qa": {"chat_template": False},
+    "topics_gen": {"num_fewshot": 2, "fewshot_data": f"{SAMPLE}/topics_train.jsonl"},
+    "topics_ll": {"system_prompt": "Classify the sentence by its topic."}})
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +155,7 @@ def test_adapter_labels_from_paths_and_pairs(tmp_path):
 
 def test_eval_cli_prints_json_and_saves_to_the_store(tiny_model_dir, suite_file, adapters, tmp_path, capsys):
     from adapterbench.cli import main
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
     db = tmp_path / "store.sqlite"
     with pytest.raises(SystemExit) as exit_:
@@ -182,8 +166,8 @@ def test_eval_cli_prints_json_and_saves_to_the_store(tiny_model_dir, suite_file,
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["results"]) == {"base", "mine"}
     assert set(printed["results"]["mine"]) == {"mc", "qa"}
-    with store.connect(db) as conn:
-        saved = store.load_evaluation(conn, printed["eval_id"])
+    with database.connect(db) as conn:
+        saved = database.load_evaluation(conn, printed["eval_id"])
     assert len(saved["samples"]) == 2 * 2 * 2
     assert {m["label"]: m["role"] for m in saved["models"]} == {"base": "base", "mine": "adapter"}
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "task,id,input,reference,base,mine"
@@ -242,7 +226,7 @@ def test_packed_prefill_generates_what_each_prompt_generates_alone(tmp_path):
 
 
 def test_group_by_column_reaches_each_sample_and_the_store(tiny_model_dir, tmp_path):
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
     notes = tmp_path / "notes.jsonl"
     notes.write_text("".join(json.dumps({"id": f"n{i}", "text": f"Paragraph {i} of the notes.",
@@ -252,8 +236,8 @@ def test_group_by_column_reaches_each_sample_and_the_store(tiny_model_dir, tmp_p
     evaluation = evaluate(suite, base=str(tiny_model_dir), dtype="fp32", store=tmp_path / "s.sqlite")
     assert {s["doc_id"]: s["group"] for s in evaluation["samples"]} == {"n0": "intro", "n1": "intro",
                                                                          "n2": "lora", "n3": "lora"}
-    with store.connect(tmp_path / "s.sqlite") as conn:
-        saved = store.load_evaluation(conn, evaluation["id"])
+    with database.connect(tmp_path / "s.sqlite") as conn:
+        saved = database.load_evaluation(conn, evaluation["id"])
     assert [s["group"] for s in saved["samples"]] == [s["group"] for s in evaluation["samples"]]
 
 

@@ -81,3 +81,26 @@ def build_arch_model(name: str, out: Path, *, seed: int = 0, init_std: float = 0
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample" / "data"
+TOPIC_LABELS = ["training", "evaluation", "quantization", "architecture"]
+
+
+def every_type_suite(name: str, *, mc_gen_tokens: int, qa_tokens: int, extra: dict[str, dict] | None = None) -> str:
+    """suite.yaml text with one task of every type on the sample data (mc, mc_gen, ppl, qa, topics_gen, topics_ll),
+    the tests' one copy of that shape; `extra` adds fields per task name (e.g. {"qa": {"chat_template": False}})."""
+    import yaml
+
+    tasks = [{"name": "mc", "type": "multiple_choice", "data": f"{SAMPLE}/mc_test.jsonl"},
+             {"name": "mc_gen", "type": "multiple_choice_generate", "data": f"{SAMPLE}/mc_test.jsonl",
+              "max_new_tokens": mc_gen_tokens},
+             {"name": "ppl", "type": "perplexity", "data": f"{SAMPLE}/notes_test.jsonl"},
+             {"name": "qa", "type": "generation", "data": f"{SAMPLE}/qa_test.jsonl", "max_new_tokens": qa_tokens},
+             {"name": "topics_gen", "type": "classification", "data": f"{SAMPLE}/topics_test.jsonl",
+              "labels": list(TOPIC_LABELS), "max_new_tokens": 4},  # own lists: a shared one dumps as a YAML alias
+             {"name": "topics_ll", "type": "classification", "method": "loglikelihood",
+              "data": f"{SAMPLE}/topics_test.jsonl", "labels": list(TOPIC_LABELS)}]
+    for task in tasks:
+        task.update((extra or {}).get(task["name"], {}))
+    return yaml.safe_dump({"name": name, "tasks": tasks}, sort_keys=False)
