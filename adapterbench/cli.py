@@ -152,7 +152,7 @@ def eval_cmd(
 
     Example: adapterbench eval suite.yaml --adapter runs/qa/adapter --adapter r8=runs/r8/adapter --limit 20
     """
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database, views
     from adapterbench.harness.evaluate import evaluate, results_table
 
     if batch_size != "auto" and not batch_size.isdigit():
@@ -178,8 +178,8 @@ def eval_cmd(
         _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),
               as_json=True)
     else:
-        _echo(store_mod.format_evaluation(evaluation))
-        _echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
+        _echo(views.format_evaluation(evaluation))
+        _echo(f"\nsaved as {evaluation['id']} in {store or database.default_store_path()}")
 
 
 def _check_exports(predictions_csv: Optional[Path], output_dir: Optional[Path]) -> None:
@@ -193,12 +193,12 @@ def _check_exports(predictions_csv: Optional[Path], output_dir: Optional[Path]) 
 
 
 def _write_exports(evaluation: dict, predictions_csv: Optional[Path], output_dir: Optional[Path]) -> None:
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import exports
 
     if predictions_csv:
-        store_mod.write_predictions_csv(evaluation, predictions_csv)
+        exports.write_predictions_csv(evaluation, predictions_csv)
     if output_dir:
-        store_mod.write_lm_eval_dir(evaluation, output_dir)
+        exports.write_lm_eval_dir(evaluation, output_dir)
 
 
 @app.command()
@@ -451,7 +451,7 @@ def generate(
 
     Example: adapterbench generate --prompts prompts.txt --adapter qa=runs/qa/best --adapter r8=runs/r8/best
     """
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database, exports
     from adapterbench.harness.generate import format_answers, generate as run_generate
 
     _check_exports(predictions_csv, None)
@@ -460,14 +460,14 @@ def generate(
                               store=store, command="adapterbench " + " ".join(sys.argv[1:]),
                               allow_base_mismatch=allow_base_mismatch, allow_noop_adapter=allow_noop_adapter)
     if predictions_csv:
-        store_mod.write_predictions_csv(evaluation, predictions_csv)
+        exports.write_predictions_csv(evaluation, predictions_csv)
     if as_json:
         answers = [{k: s[k] for k in ("label", "doc_id", "prompt", "reference", "prediction")}
                    for s in evaluation["samples"]]
         _echo(json.dumps({"eval_id": evaluation["id"], "answers": answers}, indent=2, ensure_ascii=False), as_json=True)
     else:
         _echo(format_answers(evaluation))
-        _echo(f"\nsaved as {evaluation['id']} in {store or store_mod.default_store_path()}")
+        _echo(f"\nsaved as {evaluation['id']} in {store or database.default_store_path()}")
 
 
 @tasks_app.command("build")
@@ -514,13 +514,13 @@ def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
               limit: int = typer.Option(20, help="Show the newest N."),
               as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
     """List the evaluations in the store, newest first."""
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database, views
 
     if limit < 1:
         raise UserError(f"--limit {limit} is not valid (expected a positive number of evaluations)", field="--limit")
-    with store_mod.connect(store, create=False) as conn:
-        rows = store_mod.list_evaluations(conn, limit=limit)
-    _echo(json.dumps(rows, indent=2) if as_json else store_mod.format_evaluation_list(rows), as_json=as_json)
+    with database.connect(store, create=False) as conn:
+        rows = database.list_evaluations(conn, limit=limit)
+    _echo(json.dumps(rows, indent=2) if as_json else views.format_evaluation_list(rows), as_json=as_json)
 
 
 @runs_app.command("show")
@@ -533,18 +533,18 @@ def runs_show(
     as_json: bool = typer.Option(False, "--json", help='Print {"eval_id": ..., "results": {LABEL: {TASK: {METRIC: VALUE}}}}.'),
 ):
     """Show one evaluation: models with identity, scores with stderr; export it for other tools."""
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database, views
     from adapterbench.harness.evaluate import results_table
 
     _check_exports(predictions_csv, output_dir)
-    with store_mod.connect(store, create=False) as conn:
-        evaluation = store_mod.load_evaluation(conn, eval_id, with_samples=bool(predictions_csv))
+    with database.connect(store, create=False) as conn:
+        evaluation = database.load_evaluation(conn, eval_id, with_samples=bool(predictions_csv))
     _write_exports(evaluation, predictions_csv, output_dir)
     if as_json:
         _echo(json.dumps({"eval_id": evaluation["id"], "results": results_table(evaluation)}, indent=2),
               as_json=True)
     else:
-        _echo(store_mod.format_evaluation(evaluation))
+        _echo(views.format_evaluation(evaluation))
 
 
 @runs_app.command("export")
@@ -560,12 +560,12 @@ def runs_export(
 
     Example: adapterbench runs export latest --format parquet --out samples.parquet
     """
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database, exports
 
-    store_mod.check_export(table, fmt, out)
-    with store_mod.connect(store, create=False) as conn:
-        evaluation = store_mod.load_evaluation(conn, eval_id, with_samples=table == "samples")
-    rows = store_mod.write_export(evaluation, table, fmt, out)
+    exports.check_export(table, fmt, out)
+    with database.connect(store, create=False) as conn:
+        evaluation = database.load_evaluation(conn, eval_id, with_samples=table == "samples")
+    rows = exports.write_export(evaluation, table, fmt, out)
     _echo(f"wrote {rows} {table} rows of {evaluation['id']} to {out}")
 
 

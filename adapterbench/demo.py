@@ -34,7 +34,7 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     from adapterbench import data
     from adapterbench.config import load_train
     from adapterbench.harness import gate as gate_mod
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import views
     from adapterbench.harness.evaluate import evaluate
     from adapterbench.reports import make_report
     from adapterbench.training import train
@@ -69,7 +69,7 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     evaluation = evaluate(out / "suite.yaml", adapters={"qa": str(config.out / "best")}, store=store, limit=limit,
                           command=f"adapterbench eval {out / 'suite.yaml'} --adapter qa={config.out / 'best'} "
                                   f"--store {store}")
-    echo(store_mod.format_evaluation(evaluation))
+    echo(views.format_evaluation(evaluation))
 
     echo("\n4/5  the report: HTML, LaTeX and Markdown")
     written = make_report(out / "report", eval_refs=[evaluation["id"]], train_runs=[config.out], store=store,

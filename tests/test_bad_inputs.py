@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import pytest
 
 from adapterbench.cli import main
-from adapterbench.harness import store
+from adapterbench.harness import database
 
 FIFO, DIR, LOOP = object(), object(), object()  # special files a case may ask for instead of content
 
@@ -76,15 +76,15 @@ def foreign_sqlite(path: Path) -> None:
 
 
 def future_store(path: Path) -> None:
-    with store.connect(path) as conn:
-        conn.execute("INSERT INTO schema_version VALUES (?, NULL)", (store.SCHEMA_VERSION + 1,))
+    with database.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, NULL)", (database.SCHEMA_VERSION + 1,))
     conn.close()
 
 
 def malformed_store(path: Path) -> None:
-    with store.connect(path) as conn:
+    with database.connect(path) as conn:
         for i in range(60):
-            store.save_evaluation(conn, {**stored_evaluation(), "id": f"ev-x-{i:03d}"})
+            database.save_evaluation(conn, {**stored_evaluation(), "id": f"ev-x-{i:03d}"})
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     raw = bytearray(path.read_bytes())
@@ -596,7 +596,7 @@ def snapshot(root: Path) -> dict:
             state[rel] = "dir"
         else:
             state[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-            if path.read_bytes()[:16] == store.SQLITE_HEADER:
+            if path.read_bytes()[:16] == database.SQLITE_HEADER:
                 try:
                     with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
                         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -615,8 +615,8 @@ def workspace(tmp_path, monkeypatch, tiny_model_dir):
              "gate.yaml": GATE, "p.txt": "hello\n"}
     for name, text in files.items():
         (root / name).write_text(text)
-    with store.connect(root / "store.sqlite") as conn:
-        store.save_evaluation(conn, stored_evaluation())
+    with database.connect(root / "store.sqlite") as conn:
+        database.save_evaluation(conn, stored_evaluation())
     conn.close()
     monkeypatch.chdir(root)
     monkeypatch.setenv("ADAPTERBENCH_STORE", str(root / "store.sqlite"))

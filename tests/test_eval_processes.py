@@ -19,7 +19,7 @@ from test_architectures import SUITE
 
 @pytest.mark.slow
 def test_two_processes_score_every_task_type_as_one_does(tiny_model_dir, tmp_path):
-    from adapterbench.harness import store
+    from adapterbench.harness import database
     from adapterbench.harness.evaluate import evaluate, results_table
 
     suite = tmp_path / "suite.yaml"
@@ -36,10 +36,10 @@ def test_two_processes_score_every_task_type_as_one_does(tiny_model_dir, tmp_pat
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     printed = json.loads(done.stdout[done.stdout.index('{\n  "eval_id"'):])  # printed once, by the main process
-    with store.connect(tmp_path / "two.sqlite") as conn:
-        saved = store.list_evaluations(conn, kind=None)
+    with database.connect(tmp_path / "two.sqlite") as conn:
+        saved = database.list_evaluations(conn, kind=None)
         assert len(saved) == 1
-        two = store.load_evaluation(conn, printed["eval_id"], with_samples=True)
+        two = database.load_evaluation(conn, printed["eval_id"], with_samples=True)
     assert two["config"]["processes"] == 2
 
     one = evaluate(suite, base=str(tiny_model_dir), adapters={"lora": str(adapter)}, limit=5, dtype="fp32",

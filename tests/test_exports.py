@@ -14,7 +14,7 @@ import pytest
 
 from adapterbench.cli import main
 from adapterbench.config import load_suite
-from adapterbench.harness import store
+from adapterbench.harness import database, exports
 from adapterbench.harness.evaluate import evaluate
 from test_harness import LIMIT, SUITE
 
@@ -75,7 +75,7 @@ def test_output_dir_holds_the_folder_lm_eval_log_samples_writes(tiny_model_dir, 
     from lm_eval.utils import get_file_datetime, get_results_filenames, get_sample_results_filenames
 
     ours = evaluate(suite_file, base=str(tiny_model_dir), limit=LIMIT, dtype="fp32", save=False)
-    store.write_lm_eval_dir(ours, tmp_path / "ours")
+    exports.write_lm_eval_dir(ours, tmp_path / "ours")
     lm_eval_output(tiny_model_dir, suite_file, tmp_path / "tasks", tmp_path / "lm_eval")
     (reference_dir,) = (tmp_path / "lm_eval").iterdir()  # lm-eval's folder for the model, named after its path
 
@@ -124,8 +124,8 @@ def stored(tmp_path: Path) -> tuple[Path, dict]:
                              (("exact_match", 1 / 3, 0.33), ("bleu", math.nan, None))],
                   "samples": samples}
     path = tmp_path / "store.sqlite"
-    with store.connect(path) as conn:
-        store.save_evaluation(conn, evaluation)
+    with database.connect(path) as conn:
+        database.save_evaluation(conn, evaluation)
     conn.close()
     return path, evaluation
 
@@ -147,7 +147,7 @@ def test_runs_export_writes_the_stored_samples_and_scores_that_pandas_reads_back
         frame = read(out)
         assert (frame["evaluation_id"] == evaluation["id"]).all()
         if table == "scores":
-            assert list(frame.columns) == list(store.EXPORT_COLUMNS["scores"])
+            assert list(frame.columns) == list(exports.EXPORT_COLUMNS["scores"])
             got = {(r.label, r.role, r.metric): (r.value, r.stderr) for r in frame.itertuples()}
             roles = {"base": "base", "qa": "adapter"}
             for s in evaluation["scores"]:
@@ -155,7 +155,7 @@ def test_runs_export_writes_the_stored_samples_and_scores_that_pandas_reads_back
                 assert (math.isnan(value) if math.isnan(s["value"]) else value == s["value"]), s
                 assert (pd.isna(stderr) if s["stderr"] is None else stderr == s["stderr"]), s
             continue
-        assert list(frame.columns)[:10] == list(store.EXPORT_COLUMNS["samples"])
+        assert list(frame.columns)[:10] == list(exports.EXPORT_COLUMNS["samples"])
         rows = frame.to_dict("records")
         assert len(rows) == len(evaluation["samples"])
         for row, s in zip(rows, evaluation["samples"]):

@@ -20,7 +20,7 @@ import torch
 
 from adapterbench.adapters.identity import adapter_identity
 from adapterbench.cli import main
-from adapterbench.harness import store as store_mod
+from adapterbench.harness import database
 
 from test_harness import random_lora
 from test_training import adapter_tensors, config, curve_steps, metrics_lines
@@ -41,7 +41,7 @@ def arm(site: str, nth: int) -> None:
 
     owners = {"replace": (os, "replace"),  # inside atomic_file / atomic_dir: the temporary is complete
               "torch.save": (checkpoints.torch, "save"),  # a checkpoint's temporary dir half written
-              "store row": (store_mod, "_json"),  # inside save_evaluation's open transaction
+              "store row": (database, "_json"),  # inside save_evaluation's open transaction
               "log": (loop, "log"),  # after a line of metrics.jsonl
               "step": (loop, "split_by_tokens"),  # mid-step, before its backward
               "scoring": (evaluate, "_samples")}  # between two tasks of an evaluation
@@ -90,7 +90,7 @@ def same_adapter(a: Path, b: Path) -> bool:
 
 def partial_evaluations(store_file: Path) -> list[str]:
     """Evaluations missing their models or scores: what a write that was not one transaction would leave."""
-    with store_mod.connect(store_file) as conn:
+    with database.connect(store_file) as conn:
         return [row[0] for row in conn.execute(
             "SELECT id FROM evaluations e WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.evaluation_id = e.id)"
             " OR NOT EXISTS (SELECT 1 FROM scores s WHERE s.evaluation_id = e.id)")]
@@ -189,8 +189,8 @@ def test_an_evaluation_killed_there_leaves_nothing_half_done(site, nth, tiny_mod
     run()
     assert temporaries(out, tmp_path / "home", tmp_path / "scratch") == []
     assert partial_evaluations(store_file) == []
-    with store_mod.connect(store_file) as conn:
-        evaluations = store_mod.list_evaluations(conn)
+    with database.connect(store_file) as conn:
+        evaluations = database.list_evaluations(conn)
     assert len(evaluations) == (2 if site == "replace" else 1)  # killed after its save: that one is whole
     assert (out / "answers.csv").is_file()
 

@@ -15,7 +15,7 @@ import pytest
 from adapterbench.cli import main
 from adapterbench.config import MAX_YAML_NODES, key_line, load_suite, load_train
 from adapterbench.errors import UserError
-from adapterbench.harness import store
+from adapterbench.harness import database, exports
 from adapterbench.untrusted import visible, visible_json
 
 QA = "".join(json.dumps({"instruction": f"q{i}?", "output": f"a{i}."}) + "\n" for i in range(3))
@@ -76,7 +76,7 @@ def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte(tmp_path):
     conn.commit()
     conn.close()
     before = path.read_bytes()
-    for check in (store.connect, store.check_store, store.inspect_store):
+    for check in (database.connect, database.check_store, database.inspect_store):
         with pytest.raises(UserError, match="an SQLite file of another program .*left untouched"):
             check(path)
     assert path.read_bytes() == before  # still in rollback-journal mode (header bytes 18-19), no schema added
@@ -145,8 +145,8 @@ def test_reports_show_bidi_overrides_and_escape_sequences_as_code_points():
 
 
 def test_terminal_output_neutralises_escapes_and_json_stays_exact(tmp_path, capsys):
-    with store.connect(tmp_path / "s.sqlite") as conn:
-        store.save_evaluation(conn, generate_evaluation(HOSTILE))
+    with database.connect(tmp_path / "s.sqlite") as conn:
+        database.save_evaluation(conn, generate_evaluation(HOSTILE))
     conn.close()
     for argv in (["runs", "show", "ev-2026", "--store", str(tmp_path / "s.sqlite")],
                  ["runs", "show", "ev-2026", "--store", str(tmp_path / "s.sqlite"), "--json"]):
@@ -168,7 +168,7 @@ def test_predictions_csv_defuses_spreadsheet_formulas(tmp_path):
     evaluation["samples"] = [{**evaluation["samples"][0], "label": label, "doc_id": f"p{i}", "prediction": payload}
                              for i, payload in enumerate(payloads) for label in ("base", "qa")]
     evaluation["samples"][0]["doc_id"] = "=1+1"
-    path = store.write_predictions_csv(evaluation, tmp_path / "p.csv")
+    path = exports.write_predictions_csv(evaluation, tmp_path / "p.csv")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     cells = [cell for row in rows[1:] for cell in row]

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from adapterbench.adapters.identity import adapter_identity, canonical_config
 from adapterbench.cli import main
-from adapterbench.harness import store as store_mod
-from adapterbench.harness.evaluate import base_sha
+from adapterbench.harness import database
+from adapterbench.provenance import base_sha
 
 from conftest import build_tiny_model
 from test_harness import random_lora
@@ -107,8 +107,8 @@ def test_an_adapter_trained_on_another_base_is_refused_unless_allowed_and_then_r
 
     code, _, _ = run(capsys, *eval_args, "--allow-base-mismatch")
     assert code == 0
-    with store_mod.connect(store) as conn:
-        saved = store_mod.load_evaluation(conn, "latest", with_samples=False)
+    with database.connect(store) as conn:
+        saved = database.load_evaluation(conn, "latest", with_samples=False)
     assert saved["config"]["base_mismatch"] == ["foreign"]
 
     trained_on(adapter, Path(tiny_model_dir))  # its own base: scored without the flag

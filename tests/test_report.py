@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from adapterbench.errors import UserError
-from adapterbench.harness import store
+from adapterbench.harness import database
 from adapterbench.harness.compare import aggregate
 from adapterbench.reports import make_report
 from adapterbench.reports.context import build_context
@@ -406,8 +406,8 @@ def test_markdown_fits_a_github_comment(suite_path):
 
 def test_make_report_writes_every_format_from_the_store(suite_path, tmp_path):
     db = tmp_path / "store.sqlite"
-    with store.connect(db) as conn:
-        store.save_evaluation(conn, make_evaluation(suite_path))
+    with database.connect(db) as conn:
+        database.save_evaluation(conn, make_evaluation(suite_path))
     paths = make_report(tmp_path / "out", eval_refs=["latest"], store=db, max_answers=2)
     assert [p.name for p in paths] == ["report.html", "report.tex", "report_table.tex", "report.md"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)  # no temp files
@@ -426,8 +426,8 @@ def test_a_bad_train_run_writes_nothing(tmp_path):
 
 def test_cli_report_prints_the_paths_and_refuses_missing_inputs(suite_path, tmp_path):
     db = tmp_path / "store.sqlite"
-    with store.connect(db) as conn:
-        store.save_evaluation(conn, make_evaluation(suite_path))
+    with database.connect(db) as conn:
+        database.save_evaluation(conn, make_evaluation(suite_path))
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "adapterbench", "report", *args], capture_output=True, text=True)

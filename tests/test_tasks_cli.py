@@ -104,9 +104,9 @@ def test_runs_list_and_show_read_the_store(tiny_model_dir, tmp_path, capsys):
 
 
 def test_runs_show_unknown_id_is_a_user_error(tmp_path, capsys):
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
-    store.connect(tmp_path / "s.sqlite").close()  # an empty store: a missing one is refused as such
+    database.connect(tmp_path / "s.sqlite").close()  # an empty store: a missing one is refused as such
     code, _, err = run(capsys, "runs", "show", "ev-nope", "--store", str(tmp_path / "s.sqlite"))
     assert code == 2 and "ev-nope" in err
 
@@ -114,7 +114,7 @@ def test_runs_show_unknown_id_is_a_user_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
     """`adapterbench demo` at a tiny size: 2 training steps, 3 items per task, on SmolLM2-135M-Instruct."""
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
     out = tmp_path / "demo"
     code, printed, _ = run(capsys, "demo", "--out", str(out), "--steps", "2", "--limit", "3")
@@ -125,8 +125,8 @@ def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
     assert {p.name for p in (out / "gate").iterdir()} == {"verdict.json", "verdict.md", "junit.xml"}
     verdict = json.loads((out / "gate" / "verdict.json").read_text())
     assert {row["task"] for row in verdict["rows"]} == {"notes_mc", "notes_ppl", "qa", "topics"}
-    with store.connect(out / "demo.sqlite") as conn:
-        evaluation = store.load_evaluation(conn, "latest")
+    with database.connect(out / "demo.sqlite") as conn:
+        evaluation = database.load_evaluation(conn, "latest")
     assert [m["label"] for m in evaluation["models"]] == ["base", "qa"]
     base_ppl = next(s["value"] for s in evaluation["scores"]
                     if s["label"] == "base" and s["metric"] == "word_perplexity")

@@ -103,9 +103,9 @@ def test_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(tiny_model_di
 
 
 def curve_steps(store_file: Path, run_dir: Path) -> list[int]:
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
-    with store.connect(store_file) as conn:
+    with database.connect(store_file) as conn:
         return sorted(row["step"] for row in conn.execute(
             "SELECT step FROM evaluations WHERE kind = 'train_step' AND train_run = ?", (str(run_dir.resolve()),)))
 
@@ -357,7 +357,7 @@ def test_run_dir_holds_peft_dirs_manifest_and_curves(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
     cfg = config(tiny_model_dir, tmp_path, max_steps=4, **{"eval.every": 2})
     manifest = train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
@@ -370,8 +370,8 @@ def test_run_dir_holds_peft_dirs_manifest_and_curves(tiny_model_dir, tmp_path):
     assert saved["stats"]["tokens_seen"] > 0 and saved["stats"]["peak_rss_mb"] > 0
     assert saved["environment"]["packages"]["peft"]
     assert "val_loss" in saved["final_metrics"] and manifest == saved
-    with store.connect(tmp_path / "s.sqlite") as conn:
-        points = store.list_evaluations(conn, kind="train_step")
+    with database.connect(tmp_path / "s.sqlite") as conn:
+        points = database.list_evaluations(conn, kind="train_step")
     assert len(points) == 3  # steps 0, 2, 4
 
 
@@ -404,7 +404,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_model_dir, t
 
     import yaml
 
-    from adapterbench.harness import store
+    from adapterbench.harness import database
 
     common = {"max_steps": 3, "grad_accum": 2, "micro_batch_tokens": 100, "eval.every": 2}
     train(config(tiny_model_dir, tmp_path, "one", **common), store=tmp_path / "one.sqlite", show_progress=False)
@@ -429,8 +429,8 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_model_dir, t
     assert json.loads((run / "manifest.json").read_text())["stats"]["processes"] == 2
     assert sorted(p.name for p in run.iterdir()) == ["adapter", "best", "checkpoints", "manifest.json",
                                                      "metrics.jsonl"]
-    with store.connect(tmp_path / "two.sqlite") as conn:
-        assert len(store.list_evaluations(conn, kind="train_step")) == 3
+    with database.connect(tmp_path / "two.sqlite") as conn:
+        assert len(database.list_evaluations(conn, kind="train_step")) == 3
     assert train_losses(run) == pytest.approx(train_losses(tmp_path / "one"), rel=1e-6)
     grad_norms = [[line["grad_norm"] for line in metrics_lines(path) if line["kind"] == "train"]
                   for path in (tmp_path / "one", run)]
@@ -465,3 +465,17 @@ def test_training_evaluations_give_the_numbers_eval_gives_for_the_same_adapter(t
         assert scored[key] == pytest.approx(last[key], rel=rel, abs=0), key
     base = {f"{r['task']}/{r['metric']}": r["value"] for r in evaluation["scores"] if r["label"] == "base"}
     assert base["notes_ppl/word_perplexity"] != pytest.approx(scored["notes_ppl/word_perplexity"], rel=1e-5)
+
+
+def test_peak_memory_is_read_in_the_unit_each_platform_reports():
+    import resource
+    import sys
+
+    from adapterbench.training.loop import rss_mb
+
+    assert rss_mb(3 * 1024 * 1024, "darwin") == 3.0  # macOS: bytes
+    assert rss_mb(3 * 1024, "linux") == 3.0  # Linux: kilobytes
+    if sys.platform.startswith("linux"):  # the kernel's own peak (VmHWM, kB) as the oracle for this process
+        status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+        peak = rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        assert peak == pytest.approx(int(status["VmHWM"].split()[0]) / 1024, rel=0.05)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
 
 from adapterbench.config import SuiteConfig, load_suite
 from adapterbench.errors import UserError
+from adapterbench.provenance import base_sha, environment
+from adapterbench.records import Evaluation, ModelEntry, Sample, Score, SuiteRef
 
 GENERATION_BATCH = 32  # decoding is memory-bound on a CPU: wider batches are nearly free per token
-LOGLIKELIHOOD_ROWS = 64
 
 
 def parse_adapters(specs) -> dict[str, str]:
@@ -84,6 +84,13 @@ def check_adapter(model, tokenizer, path: str, identity: dict, *, allow_noop: bo
                         "--allow-noop-adapter scores it anyway", path=path)
 
 
+def model_entry(label: str, identity: dict) -> ModelEntry:
+    """The evaluation's record of the model `label` of a session, from its identity (see load_session)."""
+    return ModelEntry(label=label, role="base" if label == "base" else "adapter", path=identity["path"],
+                      sha256=identity["sha256"], base_name=identity.get("base_name"),
+                      manifest=identity.get("manifest"))
+
+
 def base_mismatches(identities: dict[str, dict]) -> list[str]:
     """The labels scored on a base other than their training manifest's (--allow-base-mismatch), for the store."""
     return [label for label, identity in identities.items() if identity.get("base_mismatch")]
@@ -111,19 +118,6 @@ def resolve_quant(quant: str, identities: dict[str, dict]) -> str:
         raise UserError(f"the adapters were trained on differently quantized bases ({listing}); choose how to load "
                         "the base for all of them with --quant none or --quant nf4", field="--quant")
     return next(iter(trained.values()), "none")
-
-
-def base_sha(path: Path) -> str:
-    """Name the base by its content: config.json and the sha256 of each weight file (hashed once, then remembered by
-    path, size and mtime), so two bases of one architecture with different weights never share a name."""
-    import hashlib
-
-    from adapterbench.digest import file_sha256
-
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
-        digest.update(f"{weights.name}:{file_sha256(weights)}".encode())
-    return digest.hexdigest()
 
 
 def load_tasks(suite: SuiteConfig, task_dir: str | Path, only: list[str] | None = None) -> list[tuple[bool, dict]]:
@@ -179,7 +173,7 @@ def score(lm, tasks: list[tuple[bool, dict]], label: str, *, limit: int | None =
     return {"scores": scores, "samples": samples, "lm_eval": merged, "lm_eval_samples": logged}
 
 
-def _scores(label: str, result: dict) -> list[dict]:
+def _scores(label: str, result: dict) -> list[Score]:
     rows = []
     for task, metrics in result["results"].items():
         n = result.get("n-samples", {}).get(task, {}).get("effective")
@@ -188,12 +182,12 @@ def _scores(label: str, result: dict) -> list[dict]:
             if not filter_name or name.endswith("_stderr") or not isinstance(value, (int, float)):
                 continue
             stderr = metrics.get(f"{name}_stderr,{filter_name}")
-            rows.append({"label": label, "task": task, "metric": name, "value": float(value),
-                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "n": n})
+            rows.append(Score(label=label, task=task, metric=name, value=float(value),
+                              stderr=float(stderr) if isinstance(stderr, (int, float)) else None, n=n))
     return rows
 
 
-def _with_bootstrap_stderr(scores: list[dict], samples: list[dict], tasks: dict) -> list[dict]:
+def _with_bootstrap_stderr(scores: list[Score], samples: list[Sample], tasks: dict) -> list[Score]:
     """lm-eval gives a stderr only for mean-aggregated metrics; bootstrap the others from per-sample items with
     the task's own aggregation, so every reported value has an interval."""
     from adapterbench.harness.stats import bootstrap_stderr
@@ -209,15 +203,16 @@ def _with_bootstrap_stderr(scores: list[dict], samples: list[dict], tasks: dict)
     return scores
 
 
-def _samples(label: str, result: dict) -> list[dict]:
+def _samples(label: str, result: dict) -> list[Sample]:
     rows = []
     for task, logged in result.get("samples", {}).items():
         for sample in logged:
             doc = sample["doc"]
-            rows.append({"label": label, "task": task, "doc_id": str(doc.get("id", sample["doc_id"])),
-                         "doc_hash": doc.get("doc_hash", ""), "prompt": _prompt(sample),
-                         "prediction": _prediction(sample, doc), "reference": _reference(sample, doc),
-                         "group": doc.get("group"), "cluster": doc.get("cluster"), "metrics": {m: _plain(sample[m]) for m in sample.get("metrics", []) if m in sample}})
+            rows.append(Sample(label=label, task=task, doc_id=str(doc.get("id", sample["doc_id"])),
+                               doc_hash=doc.get("doc_hash", ""), prompt=_prompt(sample),
+                               prediction=_prediction(sample, doc), reference=_reference_text(sample, doc),
+                               group=doc.get("group"), cluster=doc.get("cluster"),
+                               metrics={m: _jsonable(sample[m]) for m in sample.get("metrics", []) if m in sample}))
     return rows
 
 
@@ -238,13 +233,14 @@ def _prediction(sample: dict, doc: dict) -> str:
             best = max(range(len(options)), key=lambda i: float(responses[i][0]))
             return options[best]
     if responses and isinstance(responses[0], (list, tuple)):
-        return json.dumps([_plain(r) for r in responses])
+        return json.dumps([_jsonable(r) for r in responses])
     if isinstance(responses, (list, tuple)) and len(responses) == 1:
         return str(responses[0])
-    return json.dumps(_plain(responses))
+    return json.dumps(_jsonable(responses))
 
 
-def _reference(sample: dict, doc: dict) -> str:
+def _reference_text(sample: dict, doc: dict) -> str:
+    """The item's expected answer as text: its reference, its correct choice or label, else lm-eval's target."""
     if "reference" in doc:
         return doc["reference"]
     if "choices" in doc:
@@ -254,10 +250,10 @@ def _reference(sample: dict, doc: dict) -> str:
     return doc.get("text", str(sample.get("target", "")))
 
 
-def _plain(value):
+def _jsonable(value):
     """Per-sample metric values as JSON: lm-eval gives floats, tuples (corpus-metric items) and numpy scalars."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_jsonable(v) for v in value]
     if hasattr(value, "item"):
         return value.item()
     return value
@@ -266,15 +262,15 @@ def _plain(value):
 def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters=None, limit: int | None = None,
              batch_size: int | str = "auto", dtype: str = "auto", quant: str = "auto", tasks: list[str] | None = None,
              store: str | Path | None = None, save: bool = True, command: str | None = None,
-             allow_base_mismatch: bool = False, allow_noop_adapter: bool = False) -> dict:
+             allow_base_mismatch: bool = False, allow_noop_adapter: bool = False) -> Evaluation | None:
     """Score `base` and each adapter on every task of `suite`. Returns the evaluation (the store's shape) with its
     id; with save=True it is written to the store in one transaction. `allow_base_mismatch` scores adapters trained
     on another base too; config.base_mismatch lists them. Under `torchrun --nproc_per_node N` or `accelerate
     launch` the processes share each task's documents; the main process alone gathers, saves and returns the
     evaluation, the others return None. Each model also carries lm-eval's own per-sample log (`lm_eval_samples`,
     for `--output-dir`), which the store does not keep."""
-    from adapterbench.harness import store as store_mod
     from adapterbench.adapters.models import stay_offline
+    from adapterbench.harness import database
 
     stay_offline()
     quiet_libraries()
@@ -286,7 +282,7 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
     if limit is not None and limit < 1:
         raise UserError(f"limit {limit} is not valid (expected a positive number of items per task)", field="--limit")
     if save:  # a store that cannot take the results is refused now, not after minutes of scoring
-        store_mod.check_store(store)
+        database.check_store(store)
     check_base(base, dtype, quant)
     started = time.time()
     from adapterbench.atomic import scratch_dir
@@ -297,29 +293,27 @@ def evaluate(suite: str | Path | SuiteConfig, *, base: str = "default", adapters
         lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, batch_size=batch_size,
                                       allow_base_mismatch=allow_base_mismatch, allow_noop_adapter=allow_noop_adapter,
                                       accelerator=accelerator)
-        evaluation = {"id": store_mod.new_evaluation_id(),
-                      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                      "suite": {"name": suite.name, "path": str(suite_path.resolve()) if suite_path else None},
-                      "base_ref": base, "command": command or " ".join(sys.argv),
-                      "config": {"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
-                                 "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
-                                 "base_mismatch": base_mismatches(identities),
-                                 "allow_noop_adapter": allow_noop_adapter, "processes": lm.world_size},
-                      "environment": environment(), "models": [], "scores": [], "samples": []}
+        evaluation = Evaluation(
+            id=database.new_evaluation_id(), created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            suite=SuiteRef(name=suite.name, path=str(suite_path.resolve()) if suite_path else None),
+            base_ref=base, command=command or " ".join(sys.argv),
+            config={"limit": limit, "batch_size": batch_size, "dtype": dtype, "quant": lm.quant,
+                    "model_dtype": str(lm.model.dtype).removeprefix("torch."), "tasks": tasks,
+                    "base_mismatch": base_mismatches(identities), "allow_noop_adapter": allow_noop_adapter,
+                    "processes": lm.world_size},
+            environment=environment(), models=[], scores=[], samples=[])
         for label, identity in identities.items():
             result = score(lm, loaded, label, limit=limit)
-            evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",
-                                         "path": identity["path"], "sha256": identity["sha256"],
-                                         "base_name": identity.get("base_name"), "manifest": identity.get("manifest"),
-                                         "lm_eval": result["lm_eval"], "lm_eval_samples": result["lm_eval_samples"]})
+            evaluation["models"].append(ModelEntry(**model_entry(label, identity), lm_eval=result["lm_eval"],
+                                                   lm_eval_samples=result["lm_eval_samples"]))
             evaluation["scores"] += result["scores"]
             evaluation["samples"] += result["samples"]
     if lm.rank != 0:
         return None
     evaluation["config"]["seconds"] = round(time.time() - started, 2)
     if save:
-        with store_mod.connect(store) as conn:
-            store_mod.save_evaluation(conn, evaluation)
+        with database.connect(store) as conn:
+            database.save_evaluation(conn, evaluation)
     return evaluation
 
 
@@ -347,18 +341,6 @@ def quiet_libraries() -> None:
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-
-
-def environment() -> dict:
-    import importlib.metadata as md
-
-    versions = {}
-    for package in ("adapterbench", "torch", "transformers", "peft", "bitsandbytes", "lm_eval", "accelerate"):
-        try:
-            versions[package] = md.version(package)
-        except md.PackageNotFoundError:
-            versions[package] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
 
 
 def results_table(evaluation: dict) -> dict:

@@ -139,7 +139,7 @@ def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
                 ) -> dict[str, list[tuple[dict, str]]]:
     """{side: [(evaluation with samples, label) per REF]}. Labels are resolved first (a typo fails before minutes
     of scoring); adapter dirs are then scored together, the base loaded once."""
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database
     from adapterbench.harness.evaluate import evaluate, parse_adapters
 
     entries = [(side, i, ref) for side, listed in refs.items() for i, ref in enumerate(listed)]
@@ -149,18 +149,18 @@ def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
                         "needs a suite: set 'suite:' in the rules file (--rules gate.yaml), or pass a label "
                         "already in the store", path=rules_file, field="suite")
     out: dict[tuple[str, int], tuple[dict, str]] = {}
-    with closing(store_mod.connect(store, create=bool(adapters))) as conn:  # only scoring adapters writes to it
+    with closing(database.connect(store, create=bool(adapters))) as conn:  # only scoring adapters writes to it
         for side, i, ref in entries:
             if (side, i) in adapters:
                 continue
             try:
-                eval_id, label = store_mod.resolve_model_ref(conn, ref)
+                eval_id, label = database.resolve_model_ref(conn, ref)
             except UserError as err:
                 if Path(ref).is_dir():
                     err.message += f"; {ref} is a folder without adapter_config.json, so not an adapter either"
                 err.field = f"--{side}"
                 raise
-            out[side, i] = (store_mod.load_evaluation(conn, eval_id, with_samples=True), label)
+            out[side, i] = (database.load_evaluation(conn, eval_id, with_samples=True), label)
     if adapters:
         labels: dict[tuple[str, int], str] = {}
         for key, ref in adapters.items():

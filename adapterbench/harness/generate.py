@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import io
 import sys
 from pathlib import Path
 
 from adapterbench import data
+from adapterbench.digest import text_sha256
 from adapterbench.errors import UserError
+from adapterbench.provenance import environment
+from adapterbench.records import Evaluation, Sample, SuiteRef
 
 PROMPT_COLUMNS = ("prompt", "instruction")
 REFERENCE_COLUMNS = ("reference", "output")
@@ -77,12 +79,13 @@ def answer(lm, label: str, prompts: list[str], *, max_new_tokens: int = 128, sys
 def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, max_new_tokens: int = 128,
              system_prompt: str | None = None, chat_template: bool = True, dtype: str = "auto", quant: str = "auto",
              store: str | Path | None = None, save: bool = True, command: str | None = None,
-             progress: bool = True, allow_base_mismatch: bool = False, allow_noop_adapter: bool = False) -> dict:
+             progress: bool = True, allow_base_mismatch: bool = False, allow_noop_adapter: bool = False
+             ) -> Evaluation:
     """Answer every prompt with the base and each adapter. Returns the evaluation (kind 'generate'; one sample per
     prompt and model, no scores); with save=True it goes into the store."""
     from adapterbench.adapters.models import stay_offline
-    from adapterbench.harness import store as store_mod
-    from adapterbench.harness.evaluate import (base_mismatches, check_base, environment, load_session,
+    from adapterbench.harness import database
+    from adapterbench.harness.evaluate import (base_mismatches, check_base, load_session, model_entry,
                                                parse_adapters, quiet_libraries)
 
     stay_offline()
@@ -91,7 +94,7 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
     prompts = read_prompts(prompts_file)
     adapters = parse_adapters(adapters) if not isinstance(adapters, dict) else adapters
     if save:
-        store_mod.check_store(store)  # before the model loads: a store that cannot take the answers is refused
+        database.check_store(store)  # before the model loads: a store that cannot take the answers is refused
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens {max_new_tokens} is not valid (expected a positive number of tokens)",
                         field="--max-new-tokens")
@@ -99,29 +102,26 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
     lm, identities = load_session(base, adapters, dtype=dtype, quant=quant, allow_base_mismatch=allow_base_mismatch,
                                   allow_noop_adapter=allow_noop_adapter)
     task = prompts_file.stem
-    evaluation = {"id": store_mod.new_evaluation_id(), "kind": "generate",
-                  "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                  "suite": {"name": task, "path": str(prompts_file.resolve())}, "base_ref": base,
-                  "command": command or " ".join(sys.argv),
-                  "config": {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt,
-                             "chat_template": chat_template, "dtype": dtype, "quant": lm.quant,
-                             "model_dtype": str(lm.model.dtype).removeprefix("torch."),
-                             "base_mismatch": base_mismatches(identities)},
-                  "environment": environment(), "models": [], "scores": [], "samples": []}
+    evaluation = Evaluation(
+        id=database.new_evaluation_id(), kind="generate",
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        suite=SuiteRef(name=task, path=str(prompts_file.resolve())), base_ref=base,
+        command=command or " ".join(sys.argv),
+        config={"max_new_tokens": max_new_tokens, "system_prompt": system_prompt, "chat_template": chat_template,
+                "dtype": dtype, "quant": lm.quant, "model_dtype": str(lm.model.dtype).removeprefix("torch."),
+                "base_mismatch": base_mismatches(identities)},
+        environment=environment(), models=[], scores=[], samples=[])
     for label, identity in identities.items():
         answers = answer(lm, label, [p["prompt"] for p in prompts], max_new_tokens=max_new_tokens,
                          system_prompt=system_prompt, chat_template=chat_template, progress=progress)
-        evaluation["models"].append({"label": label, "role": "base" if label == "base" else "adapter",
-                                     "path": identity["path"], "sha256": identity["sha256"],
-                                     "base_name": identity.get("base_name"), "manifest": identity.get("manifest")})
+        evaluation["models"].append(model_entry(label, identity))
         evaluation["samples"] += [
-            {"label": label, "task": task, "doc_id": p["id"], "prompt": p["prompt"], "prediction": text,
-             "reference": p["reference"], "metrics": {},
-             "doc_hash": hashlib.sha256(p["prompt"].encode()).hexdigest()[:16]}
+            Sample(label=label, task=task, doc_id=p["id"], prompt=p["prompt"], prediction=text,
+                   reference=p["reference"], metrics={}, doc_hash=text_sha256(p["prompt"], 16))
             for p, text in zip(prompts, answers)]
     if save:
-        with store_mod.connect(store) as conn:
-            store_mod.save_evaluation(conn, evaluation)
+        with database.connect(store) as conn:
+            database.save_evaluation(conn, evaluation)
     return evaluation
 
 

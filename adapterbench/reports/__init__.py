@@ -14,7 +14,7 @@ def make_report(out: str | Path, *, eval_refs=(), train_runs=(), formats=FORMATS
     `out`. Returns the paths written."""
     from adapterbench import paths
     from adapterbench.errors import UserError
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database
     from adapterbench.reports.context import build_context
     from adapterbench.reports.render import parse_formats, write_report
 
@@ -24,9 +24,9 @@ def make_report(out: str | Path, *, eval_refs=(), train_runs=(), formats=FORMATS
     paths.output_dir(out, field="--out")  # before the evaluations are read and rendered
     evaluations: dict[str, dict] = {}
     if eval_refs:
-        with store_mod.connect(store, create=False) as conn:
+        with database.connect(store, create=False) as conn:
             for ref in eval_refs:
-                evaluation = store_mod.load_evaluation(conn, ref)
+                evaluation = database.load_evaluation(conn, ref)
                 evaluations.setdefault(evaluation["id"], evaluation)  # 'latest' and its own id are one evaluation
     context = build_context(list(evaluations.values()), train_runs, reference=reference, max_answers=max_answers,
                             command=command)

@@ -9,7 +9,6 @@ import math
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -25,6 +24,8 @@ from adapterbench.atomic import atomic_dir, atomic_file, remove_stale, scratch_d
 from adapterbench.config import TrainConfig
 from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
+from adapterbench.provenance import base_sha, environment, git_commit
+from adapterbench.records import Evaluation, ModelEntry, Score, SuiteRef
 from adapterbench.trackers import finish_trackers, flat_config, tracker_problem
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
                                                rng_state, save_checkpoint, save_peft_dir, set_rng_state)
@@ -120,8 +121,8 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config, total_steps))
     loss_fn, optimizer = accelerator.prepare(CompletionLoss(model), optimizer)
     plain_loss_fn = accelerator.unwrap_model(loss_fn)  # to evaluate on one process: a DDP forward waits for all
-    evaluate = on_main(accelerator, lambda: make_evaluator(config, model, tokenizer, plain_loss_fn, val_examples,
-                                                           run_dir, store, use_bf16), share=False)
+    evaluate_step = on_main(accelerator, lambda: make_evaluator(config, model, tokenizer, plain_loss_fn, val_examples,
+                                                                run_dir, store, use_bf16), share=False)
 
     # --- state: fresh, or from the last checkpoint (best and patience are tracked by the main process) ---
     state = {"step": 0, "tokens_seen": 0, "best": None, "best_step": None, "evals_without_gain": 0}
@@ -145,7 +146,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     accelerator.init_trackers(run_dir.name, config=flat_config(config.model_dump(mode="json")),
                               init_kwargs={"tensorboard": {"purge_step": state["step"] + 1}} if resume else None)
     if not resume and config.eval:  # step 0, before any update
-        on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file, model, run_dir,
+        on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate_step, metrics_file, model, run_dir,
                                                         accelerator))
 
     # --- the loop ---
@@ -217,8 +218,9 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
 
         last_step = state["step"] == total_steps
         if config.eval and (state["step"] % config.eval.every == 0 or last_step):
-            stopped_early = on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate, metrics_file,
-                                                                            model, run_dir, accelerator))
+            stopped_early = on_main(accelerator, lambda: evaluate_and_track(config, state, evaluate_step,
+                                                                            metrics_file, model, run_dir,
+                                                                            accelerator))
             window_tokens, window_start = 0, time.time()  # tokens/s of training, not of evaluation
         checkpoint_every = config.checkpoint.every or (config.eval.every if config.eval else None)
         if checkpoint_every and (state["step"] % checkpoint_every == 0 or last_step or stopped_early):
@@ -255,7 +257,7 @@ def check_before_loading(config: TrainConfig, store) -> None:
     measure (found only after the step-0 evaluation otherwise, leaving files and a store row behind)."""
     from adapterbench import paths
     from adapterbench.config import config_error, load_suite
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database
     from adapterbench.tasks.compile import build_suite, metric_names, task_pairs
 
     from adapterbench.adapters.models import resolve_model
@@ -265,7 +267,7 @@ def check_before_loading(config: TrainConfig, store) -> None:
         if problem := tracker_problem(name):
             raise config_error(config, ("report_to", i), problem)
     if config.eval:
-        store_mod.check_store(store)
+        database.check_store(store)
     task = data_task(config)
     for path in (config.data.train, config.data.val):
         if path is not None and task:
@@ -353,10 +355,11 @@ def on_main(accelerator, fn, share: bool = True):
     return shared if share else result
 
 
-def evaluate_and_track(config: TrainConfig, state: dict, evaluate, metrics_file: Path, model, run_dir: Path,
+def evaluate_and_track(config: TrainConfig, state: dict, evaluate_step, metrics_file: Path, model, run_dir: Path,
                        accelerator) -> bool:
-    """One evaluation, logged, and the best adapter kept; True when early stopping's patience has run out."""
-    metrics = evaluate(state)
+    """One evaluation (make_evaluator's), logged, and the best adapter kept; True when early stopping's patience has
+    run out."""
+    metrics = evaluate_step(state)
     log(metrics_file, metrics, accelerator)
     return update_best(config, state, metrics, model, run_dir)
 
@@ -411,7 +414,7 @@ def lr_schedule(config: TrainConfig, total_steps: int):
 
 def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples, run_dir: Path, store,
                    autocast_bf16: bool):
-    """evaluate(state) -> {"kind": "eval", step, tokens_seen, val_loss, "TASK/METRIC": value...}: validation loss
+    """evaluate_step(state) -> {"kind": "eval", step, tokens_seen, val_loss, "TASK/METRIC": value...}: validation loss
     and the suite's tasks through the harness, the same numbers `adapterbench eval` gives. RNG is saved and
     restored around it, so evaluating never changes the training that follows."""
     from adapterbench.harness.evaluate import GENERATION_BATCH, load_tasks, quiet_libraries, score
@@ -427,7 +430,7 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
         # eval's batch size: generation batches alike, so `adapterbench eval` gives these numbers
         lm = AdapterLM(model, tokenizer, batch_size=GENERATION_BATCH, bf16_autocast=autocast_bf16)
 
-    def evaluate(state: dict) -> dict:
+    def evaluate_step(state: dict) -> dict:
         saved_rng = rng_state()
         loss_fn.eval()
         metrics = {"kind": "eval", "step": state["step"], "tokens_seen": state["tokens_seen"]}
@@ -444,7 +447,7 @@ def make_evaluator(config: TrainConfig, model, tokenizer, loss_fn, val_examples,
         set_rng_state(saved_rng)
         return metrics
 
-    return evaluate
+    return evaluate_step
 
 
 def validation_loss(loss_fn, examples: list[dict], batch_size: int, pad_id: int) -> float:
@@ -458,26 +461,26 @@ def validation_loss(loss_fn, examples: list[dict], batch_size: int, pad_id: int)
 
 def save_curve_point(config: TrainConfig, run_dir: Path, store, state: dict, metrics: dict, result) -> None:
     """One evaluation of the run into the store (kind 'train_step'), so reports can overlay learning curves."""
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database
 
-    label = run_dir.name
+    label = run_dir.name  # score() labelled its rows with PEFT's adapter name
     scores = [{**row, "label": label} for row in (result["scores"] if result else [])]
     if "val_loss" in metrics:
-        scores.append({"label": label, "task": "val", "metric": "loss", "value": metrics["val_loss"],
-                       "stderr": None, "n": None})
+        scores.append(Score(label=label, task="val", metric="loss", value=metrics["val_loss"], stderr=None, n=None))
     samples = [{**row, "label": label} for row in (result["samples"] if result else [])]
-    evaluation = {"id": store_mod.new_evaluation_id(), "kind": "train_step", "train_run": str(run_dir.resolve()),
-                  "step": state["step"], "tokens_seen": state["tokens_seen"],
-                  "suite": {"name": config.eval.suite.stem if config.eval.suite else "val",
-                            "path": str(config.eval.suite) if config.eval.suite else None},
-                  "base_ref": config.base_model, "command": "adapterbench train", "environment": {},
-                  "config": config.model_dump(mode="json"),
-                  "models": [{"label": label, "role": "adapter", "path": str(run_dir.resolve()), "sha256": None,
-                              "base_name": config.base_model, "manifest": None,
-                              "lm_eval": result["lm_eval"] if result else None}],
-                  "scores": scores, "samples": samples}
-    with store_mod.connect(store) as conn:
-        store_mod.save_evaluation(conn, evaluation)
+    evaluation = Evaluation(
+        id=database.new_evaluation_id(), kind="train_step", train_run=str(run_dir.resolve()), step=state["step"],
+        tokens_seen=state["tokens_seen"],
+        suite=SuiteRef(name=config.eval.suite.stem if config.eval.suite else "val",
+                       path=str(config.eval.suite) if config.eval.suite else None),
+        base_ref=config.base_model, command="adapterbench train", environment={},
+        config=config.model_dump(mode="json"),
+        models=[ModelEntry(label=label, role="adapter", path=str(run_dir.resolve()), sha256=None,
+                           base_name=config.base_model, manifest=None,
+                           lm_eval=result["lm_eval"] if result else None)],
+        scores=scores, samples=samples)
+    with database.connect(store) as conn:
+        database.save_evaluation(conn, evaluation)
 
 
 def update_best(config: TrainConfig, state: dict, metrics: dict, model, run_dir: Path) -> bool:
@@ -512,10 +515,10 @@ def save_adapter(model, target: Path) -> None:
 
 def forget_curve_after(store, run_dir: Path, step: int) -> None:
     """Drop this run's curve points after `step` from the store (a resumed run evaluates those steps again)."""
-    from adapterbench.harness import store as store_mod
+    from adapterbench.harness import database
 
-    with store_mod.connect(store) as conn:
-        store_mod.forget_train_steps(conn, str(run_dir.resolve()), after_step=step)
+    with database.connect(store) as conn:
+        database.forget_train_steps(conn, str(run_dir.resolve()), after_step=step)
 
 
 def log(path: Path, record: dict, accelerator, **tracked_only) -> None:
@@ -538,7 +541,6 @@ def keep_metrics_until(path: Path, step: int) -> None:
 def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: float, train_seconds: float,
                    stopped_early: bool, total_steps: int, processes: int = 1) -> dict:
     from adapterbench.adapters.models import resolve_model
-    from adapterbench.harness.evaluate import base_sha, environment
 
     base_path = resolve_model(config.base_model)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
@@ -555,7 +557,7 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
         "stats": {"wall_seconds": round(time.time() - started, 2), "train_seconds": round(train_seconds, 2),
                   "steps": state["step"], "planned_steps": total_steps, "tokens_seen": state["tokens_seen"],
                   "tokens_per_second": round(state["tokens_seen"] / max(train_seconds, 1e-9), 1),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "peak_rss_mb": round(rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), 1),
                   "stopped_early": stopped_early, "processes": processes},
         "best": {"step": state["best_step"], "value": state["best"],
                  "metric": config.early_stopping.metric if config.early_stopping else "val_loss"},
@@ -567,9 +569,6 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
     return manifest
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def rss_mb(max_rss: int, platform: str = sys.platform) -> float:
+    """getrusage's ru_maxrss in MB (MiB): macOS gives it in bytes, Linux and the BSDs in kilobytes."""
+    return max_rss / (1024 * 1024 if platform == "darwin" else 1024)

@@ -1,10 +1,8 @@
-"""The results store: evaluations, models, scores and per-sample records in one SQLite file, with exports in the
-formats others read (lm-eval's output folder, predictions CSV, tables for pandas) and the plain-text views behind
-`adapterbench runs`."""
+"""The results store in SQLite: evaluations with their models, scores and per-sample records, each written in one
+transaction, found again by id, unique prefix, `latest` or model label."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -17,9 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from adapterbench import paths
-from adapterbench.atomic import atomic_file
 from adapterbench.errors import UserError
-from adapterbench import terminal
+from adapterbench.records import Evaluation, ModelEntry, Sample, Score, SuiteRef
 
 SCHEMA_VERSION = 3
 
@@ -222,7 +219,7 @@ def forget_train_steps(conn: sqlite3.Connection, train_run: str, *, after_step: 
 
 
 @_store_errors
-def save_evaluation(conn: sqlite3.Connection, evaluation: dict) -> str:
+def save_evaluation(conn: sqlite3.Connection, evaluation: Evaluation) -> str:
     """Write one evaluation (models, scores, samples) in one transaction: all rows or none. Returns its id."""
     models = evaluation["models"]
     labels = [m["label"] for m in models]
@@ -282,30 +279,30 @@ def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval", limit:
 
 
 @_store_errors
-def load_evaluation(conn: sqlite3.Connection, evaluation_id: str, *, with_samples: bool = True) -> dict:
+def load_evaluation(conn: sqlite3.Connection, evaluation_id: str, *, with_samples: bool = True) -> Evaluation:
     """The evaluation in the shape `save_evaluation` takes (plus id and created_at). Accepts a full id, a unique
     prefix, or `latest` (the newest of kind 'eval'). with_samples=False leaves "samples" empty (faster to show)."""
     eval_id = _resolve_id(conn, evaluation_id)
     e = conn.execute("SELECT * FROM evaluations WHERE id = ?", (eval_id,)).fetchone()
     # One evaluation's rows are inserted in one transaction in the caller's order, so rowid order is saved order.
-    models = [{"label": m["label"], "role": m["role"], "path": m["path"], "sha256": m["sha256"],
-               "base_name": m["base_name"], "manifest": _loads(m["manifest_json"]),
-               "lm_eval": _loads(m["lm_eval_json"])}
+    models = [ModelEntry(label=m["label"], role=m["role"], path=m["path"], sha256=m["sha256"],
+                         base_name=m["base_name"], manifest=_loads(m["manifest_json"]),
+                         lm_eval=_loads(m["lm_eval_json"]))
               for m in conn.execute("SELECT * FROM models WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
     # SQLite stores NaN as NULL; a score always has a value, so NULL can only have been NaN.
-    scores = [{"label": s["label"], "task": s["task"], "metric": s["metric"],
-               "value": math.nan if s["value"] is None else s["value"], "stderr": s["stderr"], "n": s["n"]}
+    scores = [Score(label=s["label"], task=s["task"], metric=s["metric"],
+                    value=math.nan if s["value"] is None else s["value"], stderr=s["stderr"], n=s["n"])
               for s in conn.execute("SELECT * FROM scores WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
     samples = [] if not with_samples else [
-        {"label": s["label"], "task": s["task"], "doc_id": s["doc_id"], "doc_hash": s["doc_hash"],
-         "prompt": s["prompt"], "prediction": s["prediction"], "reference": s["reference"],
-         "metrics": json.loads(s["metrics_json"]), "group": s["group_name"], "cluster": s["cluster_name"]}
+        Sample(label=s["label"], task=s["task"], doc_id=s["doc_id"], doc_hash=s["doc_hash"], prompt=s["prompt"],
+               prediction=s["prediction"], reference=s["reference"], metrics=json.loads(s["metrics_json"]),
+               group=s["group_name"], cluster=s["cluster_name"])
         for s in conn.execute("SELECT * FROM samples WHERE evaluation_id = ? ORDER BY rowid", (eval_id,))]
-    return {"id": e["id"], "created_at": e["created_at"], "suite": {"name": e["suite_name"], "path": e["suite_path"]},
-            "base_ref": e["base_ref"], "config": json.loads(e["config_json"]), "command": e["command"],
-            "environment": json.loads(e["environment_json"]), "kind": e["kind"], "train_run": e["train_run"],
-            "step": e["step"], "tokens_seen": e["tokens_seen"], "models": models, "scores": scores,
-            "samples": samples}
+    return Evaluation(id=e["id"], created_at=e["created_at"],
+                      suite=SuiteRef(name=e["suite_name"], path=e["suite_path"]), base_ref=e["base_ref"],
+                      config=json.loads(e["config_json"]), command=e["command"],
+                      environment=json.loads(e["environment_json"]), kind=e["kind"], train_run=e["train_run"],
+                      step=e["step"], tokens_seen=e["tokens_seen"], models=models, scores=scores, samples=samples)
 
 
 @_store_errors
@@ -329,218 +326,6 @@ def resolve_model_ref(conn: sqlite3.Connection, ref: str) -> tuple[str, str]:
         hint = f"; labels in the store: {', '.join(known)}" if known else "; the store has no evaluations yet"
         raise UserError(f"no evaluation has a model labelled '{ref}'{hint}", path=_db_path(conn), field="model")
     return row[0], ref
-
-
-def scores_table(evaluation: dict) -> list[dict]:
-    """Score rows (label, task, metric, value, stderr, n) by task, metric, then model order (base first)."""
-    order = {m["label"]: i for i, m in enumerate(evaluation["models"])}
-    rows = sorted(evaluation["scores"], key=lambda s: (s["task"], s["metric"], order[s["label"]]))
-    return [{k: s.get(k) for k in ("label", "task", "metric", "value", "stderr", "n")} for s in rows]
-
-
-def export_lm_eval(evaluation: dict, label: str) -> dict:
-    """lm-eval's results JSON for one model, plus our identity of it under "adapterbench" (HFLM records only the
-    base's name). Built from the scores in lm-eval's shape when lm-eval's own dict was not kept."""
-    model = _model(evaluation, label)
-    if model["lm_eval"] is not None:
-        out = dict(model["lm_eval"])
-    else:
-        results: dict[str, dict] = {}
-        n_samples: dict[str, dict] = {}
-        for s in evaluation["scores"]:
-            if s["label"] != label:
-                continue
-            name, _, filt = s["metric"].partition(",")
-            filt = filt or "none"
-            entry = results.setdefault(s["task"], {"alias": s["task"]})
-            entry[f"{name},{filt}"] = s["value"]
-            # lm-eval writes "N/A" where it has no standard error.
-            entry[f"{name}_stderr,{filt}"] = "N/A" if s.get("stderr") is None else s["stderr"]
-            if s.get("n") is not None:
-                n_samples[s["task"]] = {"original": s["n"], "effective": s["n"]}
-        out = {"results": results, "n-samples": n_samples}
-    out["adapterbench"] = {"evaluation_id": evaluation["id"], "label": label, "role": model["role"],
-                           "path": model["path"], "sha256": model["sha256"], "base_name": model["base_name"],
-                           "manifest": model["manifest"]}
-    return out
-
-
-def write_lm_eval_dir(evaluation: dict, folder: str | Path) -> None:
-    """lm-eval's own output layout, so its tools and Zeno-style viewers read the evaluation: per model a folder
-    named as lm-eval names one, holding results_DATE.json (export_lm_eval) and, while the evaluation still carries
-    lm-eval's per-sample log (a fresh `eval`: the store does not keep it), samples_TASK_DATE.jsonl per task, each
-    line as `lm_eval --log_samples` writes it (its EvaluationTracker.save_results_samples, 0.4.13)."""
-    from lm_eval.utils import handle_non_serializable, sanitize_list, sanitize_model_name
-
-    # lm-eval's date_id (its local time; ours the evaluation's, in UTC): tools pick the newest file by it
-    date = datetime.fromisoformat(evaluation["created_at"]).replace(tzinfo=None).isoformat().replace(":", "-")
-    for model in evaluation["models"]:
-        model_dir = Path(folder) / sanitize_model_name(model["label"])
-        with atomic_file(model_dir / f"results_{date}.json") as f:
-            f.write(json.dumps(export_lm_eval(evaluation, model["label"]), indent=2, default=handle_non_serializable,
-                               ensure_ascii=False))
-        for task, logged in (model.get("lm_eval_samples") or {}).items():
-            with atomic_file(model_dir / f"samples_{task}_{date}.jsonl") as f:
-                for sample in logged:
-                    # arguments keyed and responses as text, as lm-eval writes them so that `datasets` loads the file
-                    line = {**sample, "arguments": {f"gen_args_{i}": {f"arg_{j}": arg for j, arg in enumerate(args)}
-                                                    for i, args in enumerate(sample["arguments"])},
-                            "resps": sanitize_list(sample["resps"]),
-                            "filtered_resps": sanitize_list(sample["filtered_resps"]), "target": str(sample["target"])}
-                    f.write(json.dumps(line, default=handle_non_serializable, ensure_ascii=False) + "\n")
-
-
-EXPORT_FORMATS = ("csv", "jsonl", "parquet")
-# the columns of each `runs export` table; a samples row adds its per-sample metrics
-EXPORT_COLUMNS = {"samples": ("evaluation_id", "label", "task", "doc_id", "doc_hash", "prompt", "prediction",
-                              "reference", "group", "cluster"),
-                  "scores": ("evaluation_id", "label", "role", "task", "metric", "value", "stderr", "n")}
-
-
-def check_export(table: str, fmt: str, path: str | Path) -> None:
-    """`runs export`'s choices and destination, checked before the store is read."""
-    import importlib.util
-
-    if table not in EXPORT_COLUMNS:
-        raise UserError(f"unknown table {table!r}; choose {' or '.join(EXPORT_COLUMNS)}", field="--table")
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}", field="--format")
-    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        raise UserError("parquet needs pyarrow, which is not installed: pip install pyarrow", field="--format")
-    paths.output_file(path, field="--out")
-
-
-def export_rows(evaluation: dict, table: str) -> list[dict]:
-    """The rows of `runs export`, each naming its evaluation (exports of several evaluations concatenate): scores,
-    one per model x task x metric; samples, one per model x task x item with its per-sample metrics (a dict)."""
-    roles = {m["label"]: m["role"] for m in evaluation["models"]}
-    items = scores_table(evaluation) if table == "scores" else evaluation["samples"]
-    rows = []
-    for item in items:
-        row = {k: item.get(k) for k in EXPORT_COLUMNS[table]}
-        row["evaluation_id"] = evaluation["id"]
-        if table == "scores":
-            row["role"] = roles[item["label"]]
-        else:
-            row["metrics"] = item["metrics"]
-        rows.append(row)
-    return rows
-
-
-def write_export(evaluation: dict, table: str, fmt: str, path: str | Path) -> int:
-    """`export_rows` as JSONL (metrics nested), CSV or Parquet (a `metrics.NAME` column per metric, items that are
-    not numbers as JSON text; CSV text cells escaped as in write_predictions_csv). Returns the row count."""
-    rows = export_rows(evaluation, table)
-    if fmt == "jsonl":
-        with atomic_file(path) as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        return len(rows)
-    import pandas as pd
-
-    flat = [{**{k: v for k, v in row.items() if k != "metrics"},
-             **{f"metrics.{name}": value if isinstance(value, (int, float)) or value is None else json.dumps(value)
-                for name, value in row.get("metrics", {}).items()}} for row in rows]
-    if fmt == "csv":
-        flat = [{k: _csv_cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in flat]
-    columns = list(dict.fromkeys([*EXPORT_COLUMNS[table], *(k for row in flat for k in row)]))
-    frame = pd.DataFrame(flat, columns=columns)
-    with atomic_file(path, newline="", binary=fmt == "parquet") as f:
-        if fmt == "csv":
-            frame.to_csv(f, index=False)
-        else:
-            frame.to_parquet(f, index=False)
-    return len(rows)
-
-
-def write_predictions_csv(evaluation: dict, path: str | Path) -> Path:
-    """One row per (task, doc_id) in first-seen order: task, id, input, reference, the item's group (only when a
-    task has group_by), then one prediction column per model in model order; input, reference and group come from
-    the first model (in that order) that has the item."""
-    path = Path(path)
-    labels = [m["label"] for m in evaluation["models"]]
-    items: dict[tuple[str, str], dict[str, dict]] = {}
-    for s in evaluation["samples"]:
-        items.setdefault((s["task"], str(s["doc_id"])), {})[s["label"]] = s
-    grouped = any(s.get("group") is not None for s in evaluation["samples"])
-    with atomic_file(path, newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(map(_csv_cell, ["task", "id", "input", "reference", *(["group"] if grouped else []), *labels]))
-        for (task, doc_id), by_label in items.items():
-            first = next(by_label[label] for label in labels if label in by_label)
-            writer.writerow(map(_csv_cell, [task, doc_id, first.get("prompt"), first.get("reference"),
-                                            *([first.get("group")] if grouped else []),
-                                            *(by_label.get(label, {}).get("prediction") for label in labels)]))
-    return path
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value) -> str:
-    """A cell a spreadsheet shows as text: model answers and data are untrusted, and Excel or LibreOffice would run
-    a cell such as =HYPERLINK(...), so one that starts like a formula gets a leading ' (OWASP's advice)."""
-    text = _text(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def format_evaluation(evaluation: dict) -> str:
-    """Header (id, date, suite, base, models with short sha) and a task x metric table, one column per model."""
-    e = evaluation
-    suite = e["suite"]["name"] + (f"  ({e['suite']['path']})" if e["suite"].get("path") else "")
-    lines = [f"evaluation  {e['id']}" + (f"  ({e['kind']})" if e.get("kind", "eval") != "eval" else ""),
-             f"date        {_date(e['created_at'])}", f"suite       {suite}", f"base        {e['base_ref']}"]
-    if e.get("train_run") is not None:
-        lines.append(f"train run   {e['train_run']}  step {e.get('step')}  tokens {e.get('tokens_seen')}")
-    model_rows = [[m["label"], m["role"], (m.get("sha256") or "-")[:12], m.get("path") or ""] for m in e["models"]]
-    for i, line in enumerate(terminal.align(model_rows)):
-        lines.append(("models      " if i == 0 else " " * 12) + line)
-    labels = [m["label"] for m in e["models"]]
-    cells: dict[tuple[str, str], dict[str, str]] = {}
-    for s in scores_table(e):
-        cells.setdefault((s["task"], s["metric"]), {})[s["label"]] = _score(s["value"], s["stderr"])
-    if cells:
-        table = [["task", "metric", *labels]]
-        table += [[task, metric, *(row.get(label, "-") for label in labels)] for (task, metric), row in cells.items()]
-        lines += ["", *terminal.table(table, right=range(2, 2 + len(labels)))]
-    else:
-        lines += ["", "(no scores)"]
-    groups = _group_rows(e, labels)
-    if groups:
-        lines += ["", "by group (each task's primary metric)", *terminal.table(groups, right=range(2, 4 + len(labels)))]
-    return "\n".join(lines)
-
-
-def _group_rows(evaluation: dict, labels: list[str]) -> list[list[str]]:
-    """For tasks with a group_by column: the primary metric per group and model, aggregated as the task aggregates
-    it (corpus BLEU, macro F1...), with the group's item count."""
-    from adapterbench.harness.compare import group_scores, primary_metric
-
-    by_task: dict[str, dict[str, list[dict]]] = {}
-    for s in evaluation["samples"]:
-        if s.get("group") is not None:
-            by_task.setdefault(s["task"], {}).setdefault(s["label"], []).append(s)
-    rows = []
-    for task, by_label in by_task.items():
-        sampled = {m for samples in by_label.values() for s in samples for m in s["metrics"]}
-        scored = [r["metric"] for r in evaluation["scores"] if r["task"] == task and r["metric"] in sampled]
-        if not scored:
-            continue
-        metric = primary_metric(scored)
-        for row in sorted(group_scores(by_label, [metric]), key=lambda r: r["group"]):
-            rows.append([task, row["group"], str(row["n"]), metric,
-                         *(_score(row["values"].get(label, {}).get(metric), None) for label in labels)])
-    return [["task", "group", "n", "metric", *labels], *rows] if rows else []
-
-
-def format_evaluation_list(rows: list[dict]) -> str:
-    """The `runs list` table: id, date, suite, base, models, tasks (and kind when rows of several kinds are listed)."""
-    if not rows:
-        return "no evaluations in the store"
-    kinds = any(r.get("kind", "eval") != "eval" for r in rows)  # a kind column only when the list mixes kinds
-    table = [["id", "date", "suite", "base", "models", "tasks", *(["kind"] if kinds else [])]]
-    table += [[r["id"], _date(r["created_at"]), r["suite_name"], r["base_ref"], ", ".join(r["models"]),
-               str(r["n_tasks"]), *([r.get("kind", "eval")] if kinds else [])] for r in rows]
-    return "\n".join(terminal.table(table, right={5}))
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
@@ -584,14 +369,6 @@ def _db_path(conn: sqlite3.Connection) -> str | None:
     return conn.execute("PRAGMA database_list").fetchone()[2] or None
 
 
-def _model(evaluation: dict, label: str) -> dict:
-    for model in evaluation["models"]:
-        if model["label"] == label:
-            return model
-    raise UserError(f"evaluation {evaluation['id']} has no model '{label}'; its models: "
-                    f"{', '.join(m['label'] for m in evaluation['models'])}", field="model")
-
-
 def _lm_eval_default(obj):
     # What lm-eval's CLI does when writing results_*.json (utils.handle_non_serializable): numpy ints and sets
     # become JSON, anything else its str(), so any dict its CLI can write, we can keep.
@@ -622,24 +399,6 @@ def _str_or_none(value) -> str | None:
     return None if value is None else str(value)
 
 
-def _text(value) -> str:
-    return "" if value is None else str(value)
-
-
 def _now() -> str:
     # Microseconds keep created_at ordering exact for evaluations saved within the same second (training steps).
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _date(created_at: str) -> str:
-    try:
-        return f"{datetime.fromisoformat(created_at).astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-    except (TypeError, ValueError):
-        return str(created_at)
-
-
-def _score(value, stderr) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:.4f}"
-    return text if stderr is None else f"{text} ± {stderr:.4f}"
