@@ -38,6 +38,36 @@ def atomic_file(target: str | Path, newline: str | None = None, binary: bool = F
         raise
 
 
+def write_text(target: str | Path, text: str, newline: str | None = None) -> Path:
+    """`text` written to `target` through atomic_file; returns `target` as a Path."""
+    with atomic_file(target, newline=newline) as f:
+        f.write(text)
+    return Path(target)
+
+
+def write_files(folder: str | Path, files: dict[str, str]) -> None:
+    """Write every {name: text} into `folder` or none of them: each goes to a temporary file beside its target
+    first, and only when all are written are they renamed into place. On an error the temporaries go, and so does
+    `folder` if this call created it and it is still empty."""
+    folder = Path(folder)
+    created, temps = not folder.exists(), []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            tmp = temp_path(folder / name)
+            temps.append((tmp, folder / name))
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+        for tmp, target in temps:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
 @contextmanager
 def atomic_dir(target: str | Path):
     """Yield an empty temporary folder beside `target`; when the block ends without error it replaces `target`."""

@@ -58,13 +58,13 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Validate a data file: counts, length statistics and every problem found (exit 2 if any)."""
-    from adapterbench import data
+    from adapterbench.datafiles import reading
 
-    report = data.check_file(file, kind, fields=_parse_fields(field), labels=_parse_csv_list(labels))
+    report = reading.check_file(file, kind, fields=_parse_fields(field), labels=_parse_csv_list(labels))
     if as_json:
         _echo(json.dumps(report, indent=2), as_json=True)
     else:
-        _echo(data.format_check_report(report))
+        _echo(reading.format_check_report(report))
     if report["problems"]:
         raise typer.Exit(2)
 
@@ -85,14 +85,14 @@ def data_split(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Split by paragraph (text) or record, seeded, and write a leakage report of held-out vs train n-gram overlap."""
-    from adapterbench import data
+    from adapterbench.datafiles import splitting
 
-    summary = data.split_file(
+    summary = splitting.split_file(
         file, kind, out, ratios=ratios.split(","), seed=seed, ngram=ngram,
         fields=_parse_fields(field), labels=_parse_csv_list(labels), keep_code=keep_code,
         keep_markup=keep_markup, name=name,
     )
-    _echo(json.dumps(summary, indent=2) if as_json else data.format_split_summary(summary), as_json=as_json)
+    _echo(json.dumps(summary, indent=2) if as_json else splitting.format_split_summary(summary), as_json=as_json)
 
 
 @models_app.command("info")

@@ -16,23 +16,24 @@ def training_mix(out: Path) -> dict:
     """The study sheet's training answers plus the labeled topic sentences as instructions (prompted as the topics
     task is scored): an adapter trained on the answers alone learns to say "training" to every topic sentence (the
     word fills its answers), and classification drops below the base."""
-    from adapterbench import data
     from adapterbench.config import load_suite
+    from adapterbench.datafiles.reading import read_records
+    from adapterbench.datafiles.writing import write_jsonl
     from adapterbench.tasks.compile import task_pairs
 
-    qa = data.read_records(out / "data" / "qa_train.jsonl", "instruction")
+    qa = read_records(out / "data" / "qa_train.jsonl", "instruction")
     topics_task = next(t for t in load_suite(out / "suite.yaml").tasks if t.name == "topics")
     topics = [{"id": pair["id"], "instruction": pair["messages"][-1]["content"], "input": "", "output": pair["target"]}
               for pair in task_pairs(topics_task, out / "data" / "topics_train.jsonl")]
     path = out / "data" / "demo_train.jsonl"
-    data.write_jsonl(path, qa + topics)
+    write_jsonl(path, qa + topics)
     return {"path": path, "qa": len(qa), "topics": len(topics)}
 
 
 def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -> dict:
     """Run the five steps into `out`; `limit` scores only the first N items of each task (a quick look)."""
-    from adapterbench import data
     from adapterbench.config import load_train
+    from adapterbench.datafiles import splitting
     from adapterbench.harness import gate as gate_mod
     from adapterbench.harness import views
     from adapterbench.harness.evaluate import evaluate
@@ -51,8 +52,8 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
         Path(f"{store}{suffix}").unlink(missing_ok=True)
 
     echo("1/5  split the course notes 70/30 by paragraph, with a leakage report")
-    split = data.split_file(out / "notes.md", "text", out / "data", ratios=[0.7, 0.3], seed=0, name="notes")
-    echo(data.format_split_summary(split))
+    split = splitting.split_file(out / "notes.md", "text", out / "data", ratios=[0.7, 0.3], seed=0, name="notes")
+    echo(splitting.format_split_summary(split))
 
     mix = training_mix(out)
     echo(f"\n2/5  train a QLoRA adapter: {mix['qa']} study-sheet answers + {mix['topics']} labeled topic sentences "

@@ -25,17 +25,18 @@ BIN = Path(sys.executable).parent
 
 def prepare(out: Path) -> tuple[Path, dict[str, Path]]:
     """Write the workload's data, suite.yaml and the four adapters (once)."""
-    from adapterbench import data
     from adapterbench.adapters.models import resolve_model
+    from adapterbench.datafiles.reading import read_records
+    from adapterbench.datafiles.writing import write_jsonl
 
     out.mkdir(parents=True, exist_ok=True)
-    mc = data.read_records(SHARED / "mmlu" / "computer_security_test.csv", "multiple_choice")[:100]
-    paragraphs = [r for r in data.read_records(SHARED / "d2l", "text") if 80 <= len(r["text"].split()) <= 120][:50]
-    seed_tasks = data.read_records(SHARED / "self_instruct_seed_tasks.jsonl", "instruction",
-                                   fields={"input": "instances.0.input", "output": "instances.0.output"})[:30]
-    data.write_jsonl(out / "mc.jsonl", mc)
-    data.write_jsonl(out / "ppl.jsonl", paragraphs)
-    data.write_jsonl(out / "gen.jsonl", seed_tasks)
+    mc = read_records(SHARED / "mmlu" / "computer_security_test.csv", "multiple_choice")[:100]
+    paragraphs = [r for r in read_records(SHARED / "d2l", "text") if 80 <= len(r["text"].split()) <= 120][:50]
+    seed_tasks = read_records(SHARED / "self_instruct_seed_tasks.jsonl", "instruction",
+                              fields={"input": "instances.0.input", "output": "instances.0.output"})[:30]
+    write_jsonl(out / "mc.jsonl", mc)
+    write_jsonl(out / "ppl.jsonl", paragraphs)
+    write_jsonl(out / "gen.jsonl", seed_tasks)
     suite = out / "suite.yaml"
     suite.write_text("name: bench\ntasks:\n"
                      "  - {name: bench_mc, type: multiple_choice, data: mc.jsonl}\n"

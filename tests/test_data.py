@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from adapterbench import data
 from adapterbench.cli import main
+from adapterbench.datafiles.reading import check_file, holds_chat, read_records
+from adapterbench.datafiles.splitting import leakage_report, split_file, split_records
+from adapterbench.datafiles.writing import write_jsonl
 from adapterbench.errors import UserError
 
 D2L = Path(__file__).resolve().parents[2] / "shared" / "data" / "d2l"
@@ -109,23 +111,23 @@ def test_split_writes_nothing_when_records_are_fewer_than_parts(tmp_path, capsys
 @pytest.mark.parametrize("ratios", [[0.5, 0.6], [1.0], [0.25] * 4, [1.2, -0.2], ["0.7", "abc"]])
 def test_split_rejects_ratios_that_are_not_two_or_three_positive_shares_summing_to_one(ratios):
     with pytest.raises(UserError, match="expected 2 or 3 positive shares summing to 1"):
-        data.split_records(list(range(10)), ratios, 0)
+        split_records(list(range(10)), ratios, 0)
 
 
 def test_unknown_kind_suggests_the_closest(tmp_path):
     with pytest.raises(UserError, match="did you mean 'multiple_choice'"):
-        data.read_records(write(tmp_path / "a.jsonl", jsonl(MC)), "multiple-choice")
+        read_records(write(tmp_path / "a.jsonl", jsonl(MC)), "multiple-choice")
 
 
 def test_unsupported_extension_lists_supported_ones(tmp_path):
     with pytest.raises(UserError, match=r"file type '\.xlsx' is not supported.*supported: \.jsonl, \.csv"):
-        data.read_records(write(tmp_path / "a.xlsx", "x"), "instruction")
+        read_records(write(tmp_path / "a.xlsx", "x"), "instruction")
 
 
 def test_check_reports_counts_stats_and_every_problem_at_once(tmp_path, capsys):
     src = write(tmp_path / "qa.jsonl", jsonl(MC, {**MC, "answer": "B"}, {**MC, "answer": 9}, {"question": "q"},
                                              {**MC, "answer": "c"}) + "not json\n")
-    report = data.check_file(src, "multiple_choice", fields={}, labels=None)
+    report = check_file(src, "multiple_choice", fields={}, labels=None)
     assert report["records"] == 3 and report["stats"]["answers"] == {"B": 2, "C": 1}
     assert [p.split(": ")[0] for p in report["problems"]] == [f"{src}:3", f"{src}:4", f"{src}:6"]
     code, out, err = cli(capsys, "data", "check", src, "--kind", "multiple_choice")
@@ -153,12 +155,12 @@ def test_chat_reads_openai_and_sharegpt_spellings_as_the_same_turns(tmp_path):
     speakers = {"system": "system", "user": "human", "assistant": "gpt"}
     sharegpt = {"id": "c1", "source": "forum",
                 "conversations": [{"from": speakers[t["role"]], "value": t["content"]} for t in OPENAI_CHAT["messages"]]}
-    assert data.read_records(write(tmp_path / "a.jsonl", jsonl(OPENAI_CHAT)), "chat") == [OPENAI_CHAT]
-    assert data.read_records(write(tmp_path / "b.jsonl", jsonl(sharegpt)), "chat") == [{**OPENAI_CHAT,
-                                                                                       "source": "forum"}]
+    assert read_records(write(tmp_path / "a.jsonl", jsonl(OPENAI_CHAT)), "chat") == [OPENAI_CHAT]
+    assert read_records(write(tmp_path / "b.jsonl", jsonl(sharegpt)), "chat") == [{**OPENAI_CHAT,
+                                                                                  "source": "forum"}]
     mapped = write(tmp_path / "c.jsonl", jsonl({"dialog": OPENAI_CHAT["messages"]}))
-    assert data.read_records(mapped, "chat", fields={"messages": "dialog"})[0]["messages"] == OPENAI_CHAT["messages"]
-    assert data.holds_chat(tmp_path / "b.jsonl") and not data.holds_chat(write(tmp_path / "d.jsonl", jsonl(MC)))
+    assert read_records(mapped, "chat", fields={"messages": "dialog"})[0]["messages"] == OPENAI_CHAT["messages"]
+    assert holds_chat(tmp_path / "b.jsonl") and not holds_chat(write(tmp_path / "d.jsonl", jsonl(MC)))
 
 
 def test_chat_check_counts_turns_and_split_keeps_each_conversation_whole(tmp_path, capsys):
@@ -175,50 +177,50 @@ def test_chat_check_counts_turns_and_split_keeps_each_conversation_whole(tmp_pat
     assert sorted(parts, key=lambda r: int(r["id"][1:])) == chats
 
 def test_instruction_from_jsonl_and_csv(tmp_path):
-    rows = data.read_records(write(tmp_path / "sft.jsonl", jsonl(
+    rows = read_records(write(tmp_path / "sft.jsonl", jsonl(
         {"instruction": " Translate ", "input": "chat", "output": "cat", "fail_mode": "literal"},
         {"id": 42, "instruction": "Say hi", "output": "hi"})), "instruction")
     assert rows == [{"id": "sft-1", "instruction": "Translate", "input": "chat", "output": "cat",
                      "fail_mode": "literal"},
                     {"id": "42", "instruction": "Say hi", "input": "", "output": "hi"}]
-    rows = data.read_records(write(tmp_path / "sft.csv", '\ufeffinstruction,output\n"Two\nlines",ok\n'), "instruction")
+    rows = read_records(write(tmp_path / "sft.csv", '\ufeffinstruction,output\n"Two\nlines",ok\n'), "instruction")
     assert rows == [{"id": "sft-1", "instruction": "Two\nlines", "input": "", "output": "ok"}]
 
 
 def test_multiple_choice_from_choices_list_choice_columns_and_letter_columns(tmp_path):
-    from_list = data.read_records(write(tmp_path / "a.jsonl", jsonl({**MC, "answer": "(b)"})), "multiple_choice")
+    from_list = read_records(write(tmp_path / "a.jsonl", jsonl({**MC, "answer": "(b)"})), "multiple_choice")
     assert from_list[0] == {"id": "a-1", "question": "2+2?", "choices": ["3", "4", "5", "6"], "answer": 1}
-    mmlu = data.read_records(write(tmp_path / "b.csv", "question,choice0,choice1,choice2,choice3,answer\n"
-                                   "2+2?,3,4,5,6,1\nPick,x,y,,,B\n"), "multiple_choice")
+    mmlu = read_records(write(tmp_path / "b.csv", "question,choice0,choice1,choice2,choice3,answer\n"
+                              "2+2?,3,4,5,6,1\nPick,x,y,,,B\n"), "multiple_choice")
     assert [(r["choices"], r["answer"]) for r in mmlu] == [(["3", "4", "5", "6"], 1), (["x", "y"], 1)]
-    letters = data.read_records(write(tmp_path / "c.jsonl", jsonl({"question": "q", "A": "x", "B": "y", "C": "z",
-                                                                   "answer": "c"})), "multiple_choice")
+    letters = read_records(write(tmp_path / "c.jsonl", jsonl({"question": "q", "A": "x", "B": "y", "C": "z",
+                                                              "answer": "c"})), "multiple_choice")
     assert letters[0]["choices"] == ["x", "y", "z"] and letters[0]["answer"] == 2
-    csv_letters = data.read_records(write(tmp_path / "d.csv", "question,A,B,answer\nq,yes,no,A\n"), "multiple_choice")
+    csv_letters = read_records(write(tmp_path / "d.csv", "question,A,B,answer\nq,yes,no,A\n"), "multiple_choice")
     assert csv_letters[0]["choices"] == ["yes", "no"] and csv_letters[0]["answer"] == 0
 
 
 def test_multiple_choice_needs_two_choices_and_no_gaps(tmp_path):
     with pytest.raises(UserError, match="expected at least 2"):
-        data.read_records(write(tmp_path / "a.jsonl", jsonl({**MC, "choices": ["only"], "answer": 0})),
-                          "multiple_choice")
+        read_records(write(tmp_path / "a.jsonl", jsonl({**MC, "choices": ["only"], "answer": 0})),
+                     "multiple_choice")
     with pytest.raises(UserError, match=r"a\.csv:2: field 'choice1': empty choice"):
-        data.read_records(write(tmp_path / "a.csv", "question,choice0,choice1,choice2,answer\nq,x,,z,0\n"),
-                          "multiple_choice")
+        read_records(write(tmp_path / "a.csv", "question,choice0,choice1,choice2,answer\nq,x,,z,0\n"),
+                     "multiple_choice")
 
 
 def test_classification_by_name_by_index_and_without_a_label_list(tmp_path):
     src = write(tmp_path / "s.jsonl", jsonl({"text": "great", "label": 0}, {"text": "bad", "label": "neg",
                                                                               "context": "review"}))
-    rows = data.read_records(src, "classification", labels=["pos", "neg"])
+    rows = read_records(src, "classification", labels=["pos", "neg"])
     assert rows == [{"id": "s-1", "text": "great", "context": "", "label": "pos"},
                     {"id": "s-2", "text": "bad", "context": "review", "label": "neg"}]
-    csv_rows = data.read_records(write(tmp_path / "s.csv", "text,label\ngreat,1\nbad,sarcastic\n"), "classification")
+    csv_rows = read_records(write(tmp_path / "s.csv", "text,label\ngreat,1\nbad,sarcastic\n"), "classification")
     assert [r["label"] for r in csv_rows] == ["1", "sarcastic"]
-    by_index = data.read_records(tmp_path / "s.csv", "classification", labels=["no", "yes", "sarcastic"])
+    by_index = read_records(tmp_path / "s.csv", "classification", labels=["no", "yes", "sarcastic"])
     assert [r["label"] for r in by_index] == ["yes", "sarcastic"]
     with pytest.raises(UserError, match="label index 0 needs a label list"):
-        data.read_records(src, "classification")
+        read_records(src, "classification")
 
 
 def test_label_by_index_through_the_cli(tmp_path, capsys):
@@ -229,20 +231,20 @@ def test_label_by_index_through_the_cli(tmp_path, capsys):
 
 
 def test_text_from_jsonl_and_csv_uses_id_field_or_stem_and_number(tmp_path):
-    rows = data.read_records(write(tmp_path / "t.jsonl", jsonl({"text": "a"}, {"id": "x", "text": "b"})), "text")
+    rows = read_records(write(tmp_path / "t.jsonl", jsonl({"text": "a"}, {"id": "x", "text": "b"})), "text")
     assert [(r["id"], r["text"]) for r in rows] == [("t-1", "a"), ("x", "b")]
-    rows = data.read_records(write(tmp_path / "t.csv", "text,source\n*kept as is*,web\n"), "text")
+    rows = read_records(write(tmp_path / "t.csv", "text,source\n*kept as is*,web\n"), "text")
     assert rows == [{"id": "t-1", "text": "*kept as is*", "source": "web"}]  # other columns travel with the record
 
 
 def test_field_overrides_map_user_columns_and_reject_unknown_canonical_names(tmp_path):
     src = write(tmp_path / "p.jsonl", jsonl({"prompt": "Say hi", "completion": "hi", "key": "k1"}))
-    rows = data.read_records(src, "instruction", fields={"instruction": "prompt", "output": "completion", "id": "key"})
+    rows = read_records(src, "instruction", fields={"instruction": "prompt", "output": "completion", "id": "key"})
     assert rows[0]["id"] == "k1" and rows[0]["instruction"] == "Say hi" and rows[0]["output"] == "hi"
     nested = write(tmp_path / "n.jsonl", jsonl({"instruction": "i", "instances": [{"input": "", "output": "o"}]}))
-    assert data.read_records(nested, "instruction", fields={"output": "instances.0.output"})[0]["output"] == "o"
+    assert read_records(nested, "instruction", fields={"output": "instances.0.output"})[0]["output"] == "o"
     with pytest.raises(UserError, match="unknown field 'ouput'.*did you mean 'output'"):
-        data.read_records(src, "instruction", fields={"ouput": "completion"})
+        read_records(src, "instruction", fields={"ouput": "completion"})
 
 
 def test_field_override_through_the_cli(tmp_path, capsys):
@@ -290,7 +292,7 @@ $$
 
 
 def test_markdown_drops_code_directives_headings_images_and_markup_but_keeps_math(tmp_path):
-    paragraphs = [r["text"] for r in data.read_records(write(tmp_path / "notes.md", NOTES), "text")]
+    paragraphs = [r["text"] for r in read_records(write(tmp_path / "notes.md", NOTES), "text")]
     assert paragraphs == [
         "Regression problems pop up often.\nSee the docs and sec_linreg.\n"
         "Its loss is $\\sum_i (y_i - \\hat{y}_i)^2$ with `x_1 * x_2` kept.",
@@ -301,10 +303,10 @@ def test_markdown_drops_code_directives_headings_images_and_markup_but_keeps_mat
 
 def test_markdown_keeps_code_and_markup_when_asked(tmp_path):
     src = write(tmp_path / "notes.md", NOTES)
-    with_code = [r["text"] for r in data.read_records(src, "text", keep_code=True)]
+    with_code = [r["text"] for r in read_records(src, "text", keep_code=True)]
     assert "```{.python .input}\n%load_ext d2lbook.tab\n```" in with_code
     assert "~~~bash\npip install d2l\n\necho done\n~~~" in with_code
-    with_markup = "\n\n".join(r["text"] for r in data.read_records(src, "text", keep_markup=True))
+    with_markup = "\n\n".join(r["text"] for r in read_records(src, "text", keep_markup=True))
     assert "# Linear Regression\n:label:`sec_linreg`" in with_markup and "*Regression*" in with_markup
     assert "```" not in with_markup
 
@@ -316,7 +318,7 @@ def test_text_folder_reads_md_and_txt_recursively_with_path_ids(tmp_path):
     write(book / "chapter_b" / "intro.md", "# B\n\nFirst *b*.\n\nSecond b.\n")
     write(book / "chapter_a" / "notes.txt", "Plain *a* text.\n")
     write(book / "chapter_a" / "skip.py", "print('no')\n")
-    rows = data.read_records(book, "text")
+    rows = read_records(book, "text")
     assert [(r["id"], r["text"]) for r in rows] == [
         ("chapter_a/notes.txt#1", "Plain *a* text."), ("chapter_b/intro.md#1", "First b."),
         ("chapter_b/intro.md#2", "Second b.")]
@@ -324,22 +326,22 @@ def test_text_folder_reads_md_and_txt_recursively_with_path_ids(tmp_path):
 
 def test_markdown_with_only_markup_has_no_records(tmp_path):
     with pytest.raises(UserError, match="no records"):
-        data.read_records(write(tmp_path / "x.md", "# Title\n:label:`x`\n\n```\ncode\n```\n"), "text")
+        read_records(write(tmp_path / "x.md", "# Title\n:label:`x`\n\n```\ncode\n```\n"), "text")
 
 
 # ---------------------------------------------------------------- splits and leakage
 
 def test_split_is_deterministic_per_seed():
     records = list(range(50))
-    assert data.split_records(records, [0.7, 0.3], 1) == data.split_records(records, [0.7, 0.3], 1)
-    assert data.split_records(records, [0.7, 0.3], 1) != data.split_records(records, [0.7, 0.3], 2)
+    assert split_records(records, [0.7, 0.3], 1) == split_records(records, [0.7, 0.3], 1)
+    assert split_records(records, [0.7, 0.3], 1) != split_records(records, [0.7, 0.3], 2)
 
 
 def test_split_sizes_follow_ratios_and_keep_every_part_non_empty():
-    assert [len(p) for p in data.split_records(list(range(10)), [0.7, 0.3], 0)] == [7, 3]
-    three = data.split_records(list(range(10)), [0.8, 0.1, 0.1], 0)
+    assert [len(p) for p in split_records(list(range(10)), [0.7, 0.3], 0)] == [7, 3]
+    three = split_records(list(range(10)), [0.8, 0.1, 0.1], 0)
     assert [len(p) for p in three] == [8, 1, 1] and sorted(sum(three, [])) == list(range(10))
-    assert [len(p) for p in data.split_records(list(range(3)), [0.98, 0.01, 0.01], 0)] == [1, 1, 1]
+    assert [len(p) for p in split_records(list(range(3)), [0.98, 0.01, 0.01], 0)] == [1, 1, 1]
 
 
 def test_split_cli_writes_three_parts_and_a_leakage_report(tmp_path, capsys):
@@ -360,8 +362,8 @@ def test_split_cli_writes_three_parts_and_a_leakage_report(tmp_path, capsys):
 def test_leakage_of_a_copied_paragraph_is_its_full_length_and_unrelated_text_is_zero():
     copied = "The quick brown fox jumps over the lazy dog near the quiet river bank today."
     train = ["Something else entirely about gradient descent.", copied.upper()]
-    report = data.leakage_report(train, [copied, "Completely unrelated words about cooking pasta at home tonight."],
-                                 ngram=4, heldout_ids=["copy", "fresh"])
+    report = leakage_report(train, [copied, "Completely unrelated words about cooking pasta at home tonight."],
+                            ngram=4, heldout_ids=["copy", "fresh"])
     copy_item, fresh_item = report["items"]
     assert copy_item == {"id": "copy", "longest_overlap": 15, "shared_ngram_share": 1.0}
     assert fresh_item == {"id": "fresh", "longest_overlap": 0, "shared_ngram_share": 0.0}
@@ -372,29 +374,30 @@ def test_leakage_of_a_copied_paragraph_is_its_full_length_and_unrelated_text_is_
 def test_leakage_finds_a_copied_run_inside_new_text():
     train = ["alpha beta gamma delta epsilon zeta eta theta iota kappa"]
     held = "we now say: Alpha, beta, gamma, delta, epsilon, zeta and then something else"
-    item = data.leakage_report(train, [held], ngram=3)["items"][0]
+    item = leakage_report(train, [held], ngram=3)["items"][0]
     assert item["longest_overlap"] == 6 and item["shared_ngram_share"] == pytest.approx(4 / 11)
 
 
 def test_write_jsonl_is_utf8_and_hash_is_stable(tmp_path):
     path = tmp_path / "sub" / "r.jsonl"
-    data.write_jsonl(path, [{"text": "café ∑"}])
+    write_jsonl(path, [{"text": "café ∑"}])
     assert path.read_text(encoding="utf-8") == '{"text": "café ∑"}\n' and list(path.parent.iterdir()) == [path]
     from adapterbench.digest import file_sha256
 
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_data_module_imports_without_heavy_libraries():
-    code = "import sys, adapterbench.data; print([m for m in ('torch', 'transformers', 'pandas') if m in sys.modules])"
+def test_data_modules_import_without_heavy_libraries():
+    code = ("import sys, adapterbench.datafiles.splitting; "  # it imports the reading, prose and writing modules
+            "print([m for m in ('torch', 'transformers', 'pandas') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(not D2L.is_dir(), reason=f"the d2l corpus is not at {D2L} (shared dev data, optional)")
 def test_d2l_markdown_folder_splits_with_a_leakage_report(tmp_path):
     start = time.perf_counter()
-    summary = data.split_file(D2L, "text", tmp_path, ratios=[0.7, 0.3], seed=0, ngram=8, fields={}, labels=None,
-                              keep_code=False, keep_markup=False, name=None)
+    summary = split_file(D2L, "text", tmp_path, ratios=[0.7, 0.3], seed=0, ngram=8, fields={}, labels=None,
+                         keep_code=False, keep_markup=False, name=None)
     assert time.perf_counter() - start < 15
     assert summary["records"] > 3000 and summary["parts"]["train"]["records"] > summary["parts"]["test"]["records"]
     report = json.loads((tmp_path / "d2l_leakage.json").read_text())

@@ -234,8 +234,8 @@ def test_a_dead_writers_temporaries_are_removed_and_a_live_writers_kept(tmp_path
     import subprocess
     import sys
 
-    from adapterbench import data
     from adapterbench.atomic import atomic_dir, atomic_file, remove_stale
+    from adapterbench.datafiles.writing import write_jsonl
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -256,7 +256,7 @@ def test_a_dead_writers_temporaries_are_removed_and_a_live_writers_kept(tmp_path
             (tmp / "done").write_text("")
         with atomic_file(folder / "report.md") as f:
             f.write("# report\n")
-        data.write_jsonl(folder / "r.jsonl", [{"text": "t"}])
+        write_jsonl(folder / "r.jsonl", [{"text": "t"}])
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             ["adapter", "report.md", "r.jsonl", *(p.name for p in kept)])
         remove_stale(folder)  # every name, as the trainer cleans its run dir at start

@@ -14,8 +14,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapterbench import data
 from adapterbench.config import load_gate, load_suite, load_train
+from adapterbench.datafiles.reading import KINDS, check_file, read_records
 from adapterbench.errors import UserError
 from adapterbench.harness.generate import read_prompts
 
@@ -97,15 +97,15 @@ FIELDS = st.sampled_from([None, {"output": "nested.0"}, {"text": "nested.a.b"}, 
 
 
 @FUZZ
-@given(st.data(), st.sampled_from(data.KINDS), st.sampled_from(sorted(CONTENT)),
+@given(st.data(), st.sampled_from(KINDS), st.sampled_from(sorted(CONTENT)),
        st.sampled_from([None, ["pos", "neg"], ["a", "b", "c"]]), FIELDS)
 def test_data_readers_raise_only_user_errors(draw, kind, ext, labels, fields):
     content = draw.draw(st.one_of(CONTENT[ext], st.binary(max_size=120)), label="content")
     labels = labels if kind == "classification" else None
     with written(f"d{ext}", content) as path:
-        only_user_errors(lambda: data.read_records(path, kind, labels=labels, fields=fields))
+        only_user_errors(lambda: read_records(path, kind, labels=labels, fields=fields))
         try:
-            report = data.check_file(path, kind, labels=labels, fields=fields)  # problems collected, not raised
+            report = check_file(path, kind, labels=labels, fields=fields)  # problems collected, not raised
         except UserError as err:  # only for arguments no file could satisfy: a field this kind does not have
             assert "unknown field" in str(err)
             return

@@ -101,15 +101,15 @@ def test_checks_before_training_accept_what_the_evaluations_measure(tmp_path, ti
 
 
 def test_text_fields_refuse_numbers_while_ids_and_labels_may_be_integers(tmp_path):
-    from adapterbench import data
+    from adapterbench.datafiles.reading import read_records
 
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"id": 7, "text": "fine", "label": 1}) + "\n")
-    assert data.read_records(path, "classification", labels=["pos", "neg"]) == [
+    assert read_records(path, "classification", labels=["pos", "neg"]) == [
         {"id": "7", "text": "fine", "context": "", "label": "neg"}]
     path.write_text(json.dumps({"id": 7, "text": 1.0, "label": 1}) + "\n")
     with pytest.raises(UserError, match="field 'text': expected a string, got number 1.0"):
-        data.read_records(path, "classification", labels=["pos", "neg"])
+        read_records(path, "classification", labels=["pos", "neg"])
 
 
 def test_visible_shows_acting_characters_and_keeps_the_rest():
@@ -181,7 +181,7 @@ def test_an_unexpected_exception_is_one_line_pointing_to_debug(monkeypatch, caps
     def broken(*args, **kwargs):
         raise RuntimeError("something\nunexpected")
 
-    monkeypatch.setattr("adapterbench.data.check_file", broken)
+    monkeypatch.setattr("adapterbench.datafiles.reading.check_file", broken)
     argv = ["data", "check", str(tmp_path / "x.jsonl"), "-k", "text"]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

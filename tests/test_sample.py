@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapterbench import data
 from adapterbench.config import load_suite, load_train
+from adapterbench.datafiles.reading import check_file, read_records
 
 SAMPLE = Path(__file__).resolve().parents[1] / "adapterbench" / "sample"
 LABELS = ["training", "evaluation", "quantization", "architecture"]
@@ -21,13 +21,13 @@ LABELS = ["training", "evaluation", "quantization", "architecture"]
     ("topics.jsonl", "classification", 60, LABELS),
 ])
 def test_sample_file_is_clean_and_large_enough(name, kind, minimum, labels):
-    report = data.check_file(SAMPLE / name, kind, labels=labels)
+    report = check_file(SAMPLE / name, kind, labels=labels)
     assert report["problems"] == []
     assert report["records"] >= minimum
 
 
 def test_every_mc_question_has_four_choices():
-    assert {len(r["choices"]) for r in data.read_records(SAMPLE / "mc.jsonl", "multiple_choice")} == {4}
+    assert {len(r["choices"]) for r in read_records(SAMPLE / "mc.jsonl", "multiple_choice")} == {4}
 
 
 @pytest.mark.parametrize("stem", ["notes", "qa", "mc", "topics"])

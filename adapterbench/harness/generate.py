@@ -9,7 +9,7 @@ import io
 import sys
 from pathlib import Path
 
-from adapterbench import data
+from adapterbench.datafiles import reading
 from adapterbench.digest import text_sha256
 from adapterbench.errors import UserError
 from adapterbench.provenance import environment
@@ -26,11 +26,11 @@ def read_prompts(path: str | Path) -> list[dict]:
     if path.suffix.lower() not in (".txt", ".md", ".jsonl", ".csv"):
         raise UserError(f"file type {path.suffix or '(none)'!r} is not supported (expected .txt, .jsonl or .csv)",
                         path=path)
-    text = data.read_text(path)  # UTF-8 (or refused in one line), a regular file, no NUL byte
+    text = reading.read_text(path)  # UTF-8 (or refused in one line), a regular file, no NUL byte
     if path.suffix.lower() in (".txt", ".md"):
         rows = [(n, {"prompt": line.strip()}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif path.suffix.lower() == ".jsonl":
-        rows = data.jsonl_objects(path)
+        rows = reading.jsonl_objects(path)
     else:
         try:
             rows = [(n, row) for n, row in enumerate(csv.DictReader(io.StringIO(text)), 2)]
@@ -39,7 +39,7 @@ def read_prompts(path: str | Path) -> list[dict]:
     prompts = []
     for n, row in rows:
         where = {"path": path, "line": n}
-        values = {key: data.text_value(row.get(key), key, where, integers=key == "id")
+        values = {key: reading.text_value(row.get(key), key, where, integers=key == "id")
                   for key in ("id", "input", *PROMPT_COLUMNS, *REFERENCE_COLUMNS)}
         column = next((c for c in PROMPT_COLUMNS if values[c]), None)
         if column is None:

@@ -368,7 +368,7 @@ def _read_run(path) -> dict:
     metrics_path = path / "metrics.jsonl"
     if not metrics_path.is_file():
         raise UserError("not a training run dir (no metrics.jsonl)", path=path, field="--train-run")
-    from adapterbench.data import jsonl_objects
+    from adapterbench.datafiles.reading import jsonl_objects
 
     train, evals = [], []
     for n, row in jsonl_objects(metrics_path):

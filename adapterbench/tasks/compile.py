@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from adapterbench import data
 from adapterbench.atomic import atomic_dir
 from adapterbench.config import SuiteConfig, TaskConfig, config_error, hook_name
+from adapterbench.datafiles.reading import holds_chat, read_records
+from adapterbench.datafiles.writing import write_jsonl
 from adapterbench.errors import UserError
 from adapterbench.tasks.metrics import is_english, label_slug
 
@@ -40,7 +41,7 @@ def doc_hash(doc: dict) -> str:
 
 def _data_kind(task: TaskConfig, path: Path) -> str:
     """The kind of record a task reads; a generation task also reads conversations."""
-    if task.type == "generation" and data.holds_chat(path, task.fields):
+    if task.type == "generation" and holds_chat(path, task.fields):
         return "chat"
     return DATA_KIND[task.type]
 
@@ -56,7 +57,7 @@ def _chat_doc(record: dict) -> dict:
 
 def _docs(task: TaskConfig, path: Path) -> list[dict]:
     kind = _data_kind(task, path)
-    records = data.read_records(path, kind, fields=task.fields or None, labels=task.labels)
+    records = read_records(path, kind, fields=task.fields or None, labels=task.labels)
     if task.type == "perplexity":
         docs = [{"id": r["id"], "text": r["text"]} for r in records]
     elif kind == "chat":
@@ -244,7 +245,7 @@ def build_suite(suite: SuiteConfig, out_dir: str | Path) -> list[dict]:
     with atomic_dir(out_dir) as tmp:
         for index, task in enumerate(suite.tasks):
             docs = _docs(task, task.data)
-            data.write_jsonl(tmp / f"{task.name}.jsonl", docs)
+            write_jsonl(tmp / f"{task.name}.jsonl", docs)
             conversations = bool(docs) and "messages" in docs[0]
             any_conversations |= conversations
             if conversations and task.num_fewshot:  # the earlier turns are the context; there is no place for more
@@ -258,7 +259,7 @@ def build_suite(suite: SuiteConfig, out_dir: str | Path) -> list[dict]:
                     raise config_error(suite, ("tasks", index, "num_fewshot"),
                                        f"{task.num_fewshot} examples asked, but {task.fewshot_data} has "
                                        f"{len(pool)} item(s)")
-                data.write_jsonl(tmp / fewshot.name, pool)
+                write_jsonl(tmp / fewshot.name, pool)
             config = task_yaml(task, out_dir / f"{task.name}.jsonl", fewshot, conversations)
             (tmp / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
             entries.append({"name": task.name, "type": task.type, "yaml": str(out_dir / f"{task.name}.yaml"),

@@ -8,7 +8,7 @@ import random
 
 import torch
 
-from adapterbench import data
+from adapterbench.datafiles.reading import read_records
 from adapterbench.errors import UserError
 
 IGNORE = -100
@@ -19,7 +19,7 @@ def load_examples(path, data_format: str, tokenizer, max_length: int, fields: di
     """Tokenized examples ({input_ids, labels}) from a data file; refuses a set with nothing to learn. `task` (a
     suite's TaskConfig) is the one format `task` renders its records as."""
     if data_format == "text":
-        return text_blocks([r["text"] for r in data.read_records(path, "text", fields=fields or None)], tokenizer,
+        return text_blocks([r["text"] for r in read_records(path, "text", fields=fields or None)], tokenizer,
                            max_length)
     if data_format == "task":
         from adapterbench.tasks.compile import task_pairs
@@ -27,10 +27,10 @@ def load_examples(path, data_format: str, tokenizer, max_length: int, fields: di
         examples = [task_example(pair, tokenizer, max_length, task.chat_template) for pair in task_pairs(task, path)]
     elif data_format == "chat":
         examples = [chat_example(r["messages"], tokenizer, max_length, path=path)
-                    for r in data.read_records(path, "chat", fields=fields or None)]
+                    for r in read_records(path, "chat", fields=fields or None)]
     else:
         examples = [instruction_example(r, tokenizer, max_length)
-                    for r in data.read_records(path, "instruction", fields=fields or None)]
+                    for r in read_records(path, "instruction", fields=fields or None)]
     kept = [e for e in examples if any(label != IGNORE for label in e["labels"])]
     if not kept:
         raise UserError(f"every example's response lies beyond max_length={max_length} tokens, so no label is "

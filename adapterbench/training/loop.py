@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adapterbench import data
+from adapterbench.datafiles.reading import read_records
 from adapterbench.atomic import atomic_dir, atomic_file, remove_stale, scratch_dir
 from adapterbench.config import TrainConfig
 from adapterbench.digest import file_sha256
@@ -273,7 +273,7 @@ def check_before_loading(config: TrainConfig, store) -> None:
         if path is not None and task:
             task_pairs(task, path)  # read and rendered as the task asks
         elif path is not None:
-            data.read_records(path, config.data.format, fields=config.data.fields or None)
+            read_records(path, config.data.format, fields=config.data.fields or None)
     measured = ["val_loss"] if config.eval and config.data.val else []
     if config.eval and config.eval.suite:
         suite = load_suite(config.eval.suite)

@@ -1,21 +1,18 @@
-"""Domain data: read and validate jsonl/csv/txt/md records of five kinds, split them seeded, and measure
-held-out vs train n-gram leakage. Stdlib only, so `adapterbench data ...` starts instantly."""
+"""Users' data files read into normalized records of five kinds: JSONL, CSV and TSV rows, or the paragraphs of
+.md/.txt files; every problem is a UserError naming the file, line and field, and `check_file` collects them all."""
 
 from __future__ import annotations
 
 import csv
 import difflib
-import hashlib
 import io
 import json
-import os
-import random
 import re
 from collections import Counter
 from pathlib import Path
 
 from adapterbench import paths
-from adapterbench.atomic import temp_path
+from adapterbench.datafiles.prose import paragraphs
 from adapterbench.errors import UserError
 
 KINDS = ("text", "instruction", "multiple_choice", "classification", "chat")
@@ -36,21 +33,8 @@ TABLE_EXTS = {".jsonl": None, ".csv": ",", ".tsv": "\t"}  # value: the CSV delim
 TEXT_EXTS = (".md", ".txt")
 _MISSING = object()
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-_HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
-_DIRECTIVE = re.compile(r"^\s*(:[\w-]+:(`[^`]*`)?[\s,.]*)+$")  # a line of d2l roles only: :label:`x`, :end_tab:
-_ROLE = re.compile(r"\s*:cite[tp]?:`[^`]*`|:[\w-]+:`([^`]*)`")
-_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_LINKS_ONLY = re.compile(r"\s*(!?\[[^\]]*\]\([^)]*\)[\s.,;]*)+")
-_D2L_MARK = re.compile(r"\[\*\*(.+?)\*\*\]|\(\*\*(.+?)\*\*\)", re.S)  # d2l's [**text tied to code**]
-_PROTECTED = re.compile(r"(\$\$.*?\$\$|\$[^$]+\$|`[^`]*`)", re.S)  # math and inline code keep their * and _
-_STRONG = re.compile(r"(?<![\w*\\])(\*\*|__)(\S(?:.*?\S)?)\1(?![\w*])", re.S)
-_EMPH = re.compile(r"(?<![\w*\\])([*_])(\S(?:.*?\S)?)\1(?![\w*])", re.S)
-_ESCAPED = re.compile(r"\\([*_])")
 _LETTER = re.compile(r"\(?([A-Za-z])[).:]?")
 _INT = re.compile(r"[+-]?\d+")
-_WORD = re.compile(r"\w+")
 
 
 def _hint(value, options) -> str:
@@ -86,19 +70,6 @@ def _check_labels(labels: list | None) -> list | None:
         raise UserError(f"label list {','.join(labels)!r} has empty or repeated names (expected distinct names)")
     return labels
 
-
-def _check_ratios(ratios) -> list[float]:
-    try:
-        shares = [float(r) for r in ratios]
-    except (TypeError, ValueError):
-        shares = []
-    if len(shares) not in (2, 3) or not all(0 < r < 1 for r in shares) or abs(sum(shares) - 1) > 1e-6:
-        raise UserError(f"ratios {','.join(str(r) for r in ratios)} are not valid (expected 2 or 3 positive "
-                        "shares summing to 1: train,test or train,val,test, e.g. 0.7,0.3 or 0.8,0.1,0.1)")
-    return shares
-
-
-# ---------------------------------------------------------------- reading files
 
 def read_text(path) -> str:
     """The text of a UTF-8 file (a BOM dropped) that is a regular file (a FIFO would block forever) and holds no NUL
@@ -418,74 +389,6 @@ def _other_columns(kind: str, row: dict, fields: dict, record: dict) -> dict:
     return {k: v for k, v in row.items() if k not in read and k not in record}
 
 
-# ---------------------------------------------------------------- text and markdown
-
-def _drop_comments(line: str, in_comment: bool) -> tuple[str, bool]:
-    """The line without HTML comments; a comment may span lines, so whether one is open carries over."""
-    kept = []
-    while line:
-        marker = "-->" if in_comment else "<!--"
-        at = line.find(marker)
-        if at < 0:
-            if not in_comment:
-                kept.append(line)
-            break
-        if not in_comment:
-            kept.append(line[:at])
-        line, in_comment = line[at + len(marker):], not in_comment
-    return "".join(kept), in_comment
-
-
-def _clean_inline(text: str) -> str:
-    text = _LINK.sub(r"\1", _IMAGE.sub("", text))
-    text = _ROLE.sub(lambda m: m[1] or "", text)  # citations go; :numref:`x` keeps its target x
-    text = _D2L_MARK.sub(lambda m: m[1] or m[2], text)
-    parts = _PROTECTED.split(text)
-    parts[::2] = [_ESCAPED.sub(r"\1", _EMPH.sub(r"\2", _STRONG.sub(r"\2", part))) for part in parts[::2]]
-    return "".join(parts)
-
-
-def _paragraphs(text: str, markdown: bool, keep_code: bool, keep_markup: bool) -> list[str]:
-    """Blank-line separated paragraphs; markdown loses code blocks and markup unless asked to keep them."""
-    clean, paragraphs, lines = markdown and not keep_markup, [], []
-    fence, code, in_comment = None, [], False
-
-    def flush():
-        paragraph = "\n".join(lines).strip()
-        lines.clear()
-        if clean:  # a paragraph of links only is navigation ("[Discussions](url)"), not prose
-            paragraph = "" if _LINKS_ONLY.fullmatch(paragraph) else _clean_inline(paragraph).strip()
-        if paragraph:
-            paragraphs.append(paragraph)
-
-    for line in text.split("\n"):
-        line = line.rstrip()
-        marker = _FENCE.match(line) if markdown else None
-        if fence is None and marker:
-            flush()
-            fence, code = marker[1], [line]
-        elif fence is not None:
-            code.append(line)
-            if marker and marker[1][0] == fence[0] and len(marker[1]) >= len(fence) and not marker[2].strip():
-                fence = None
-                if keep_code:
-                    paragraphs.append("\n".join(code))
-        elif not line:
-            flush()
-        elif clean:
-            line, in_comment = _drop_comments(line, in_comment)
-            if _HEADING.match(line):
-                flush()
-            elif line.strip() and not _DIRECTIVE.match(line):  # markup-only lines go without ending a paragraph
-                lines.append(line)
-        else:
-            lines.append(line)
-    if fence is not None and keep_code:  # an unclosed fence runs to the end of the file
-        paragraphs.append("\n".join(code))
-    flush()
-    return paragraphs
-
-
 def _text_records(path: Path, keep_code: bool, keep_markup: bool, problems: list | None) -> list[dict]:
     if path.is_dir():
         files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*")
@@ -504,8 +407,8 @@ def _text_records(path: Path, keep_code: bool, keep_markup: bool, problems: list
                 raise
             problems.append(str(err))
             continue
-        paragraphs = _paragraphs(text, file.suffix.lower() == ".md", keep_code, keep_markup)
-        records += [{"id": f"{name}#{i}", "text": p} for i, p in enumerate(paragraphs, 1)]
+        found = paragraphs(text, file.suffix.lower() == ".md", keep_code, keep_markup)
+        records += [{"id": f"{name}#{i}", "text": p} for i, p in enumerate(found, 1)]
     return records
 
 
@@ -606,134 +509,4 @@ def format_check_report(report: dict, max_problems: int = 50) -> str:
     lines += [f"  {p}" for p in problems[:max_problems]]
     if len(problems) > max_problems:
         lines.append(f"  ... and {len(problems) - max_problems} more (--json lists all)")
-    return "\n".join(lines)
-
-
-def split_records(records: list, ratios, seed: int) -> list[list]:
-    """Seeded shuffle cut at rounded cumulative shares; every part gets at least one record."""
-    ratios = _check_ratios(ratios)
-    n, k = len(records), len(ratios)
-    if n < k:
-        raise UserError(f"{n} record(s) cannot fill {k} parts (expected at least {k})")
-    shuffled = list(records)
-    random.Random(seed).shuffle(shuffled)
-    bounds, total = [0], 0.0
-    for ratio in ratios[:-1]:
-        total += ratio
-        bounds.append(int(n * total + 0.5))
-    bounds.append(n)
-    for i in range(1, k):  # push cuts apart so that no part is empty
-        bounds[i] = max(bounds[i], bounds[i - 1] + 1)
-    for i in range(k - 1, 0, -1):
-        bounds[i] = min(bounds[i], bounds[i + 1] - 1)
-    return [shuffled[bounds[i]:bounds[i + 1]] for i in range(k)]
-
-
-def _ngram_hashes(tokens: list, n: int) -> list[int]:
-    # Python's per-process hash salt is harmless: the set never outlives one report.
-    return [hash(tuple(tokens[i:i + n])) for i in range(len(tokens) - n + 1)]
-
-
-def leakage_report(train_texts, heldout_texts, *, ngram: int = 8, heldout_ids=None, worst: int = 10) -> dict:
-    """Word n-gram overlap of each held-out text with the whole train side (lowercase, punctuation dropped)."""
-    if ngram < 1:
-        raise UserError(f"ngram {ngram} is not valid (expected a positive number of words, e.g. 8)")
-    train = set()
-    for text in train_texts:
-        train.update(_ngram_hashes(_WORD.findall(text.lower()), ngram))
-    items, spans = [], []
-    for i, text in enumerate(heldout_texts):
-        matches = list(_WORD.finditer(text))
-        hits = [h in train for h in _ngram_hashes([m[0].lower() for m in matches], ngram)]
-        best, start, end = (0, 0, 0), 0, -1  # end: one past the last token of the current covered run
-        for j, hit in enumerate(hits):
-            if hit:
-                start, end = (j if j > end else start), j + ngram
-                if end - start > best[0]:
-                    best = (end - start, start, end)
-        items.append({"id": heldout_ids[i] if heldout_ids is not None else str(i), "longest_overlap": best[0],
-                      "shared_ngram_share": sum(hits) / len(hits) if hits else 0.0})
-        spans.append(text[matches[best[1]].start():matches[best[2] - 1].end()] if best[0] else "")
-    n = len(items)
-    order = sorted((i for i in range(n) if items[i]["longest_overlap"]), key=lambda i: -items[i]["longest_overlap"])
-    return {"ngram": ngram, "n_heldout": n,
-            "share_over_threshold": sum(it["longest_overlap"] >= ngram for it in items) / n if n else 0.0,
-            "mean_shared_ngram_share": sum(it["shared_ngram_share"] for it in items) / n if n else 0.0,
-            "worst": [{"id": items[i]["id"], "longest_overlap": items[i]["longest_overlap"], "span": spans[i]}
-                      for i in order[:worst]],
-            "items": items}
-
-
-def _jsonl_text(records) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def _write_files(out_dir: Path, files: dict) -> None:
-    """Write all files or none: each goes to a temp file in `out_dir` first, then all are renamed into place."""
-    created, temps = not out_dir.exists(), []
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            tmp = temp_path(out_dir / name)
-            temps.append((tmp, out_dir / name))
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-        for tmp, target in temps:
-            os.replace(tmp, target)
-    except OSError as e:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise UserError(f"cannot write: {e.strerror or e}", path=e.filename or out_dir) from None
-
-
-def write_jsonl(path, records) -> None:
-    """One JSON object per line, UTF-8, written atomically."""
-    path = Path(path)
-    _write_files(path.parent, {path.name: _jsonl_text(records)})
-
-
-def split_file(path, kind: str, out_dir, *, ratios, seed: int = 0, ngram: int = 8, fields: dict | None = None,
-               labels: list | None = None, keep_code: bool = False, keep_markup: bool = False,
-               name: str | None = None) -> dict:
-    """Read, split and write NAME_train/_val/_test.jsonl and NAME_leakage.json; nothing is written on any error."""
-    ratios, path, out_dir = _check_ratios(ratios), Path(path), Path(out_dir)
-    name = name or (path.resolve().name if path.is_dir() else path.stem)
-    if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
-        raise UserError(f"name {name!r} is not valid (expected letters, digits, '.', '-' or '_')")
-    paths.output_dir(out_dir, field="--out")
-    records = read_records(path, kind, fields=fields, labels=labels, keep_code=keep_code, keep_markup=keep_markup)
-    parts = dict(zip(("train", "test") if len(ratios) == 2 else ("train", "val", "test"),
-                     split_records(records, ratios, seed)))
-    heldout = [r for part, rs in parts.items() if part != "train" for r in rs]
-    report = leakage_report([record_text(r, kind) for r in parts["train"]], [record_text(r, kind) for r in heldout],
-                            ngram=ngram, heldout_ids=[r["id"] for r in heldout])
-    files = {f"{name}_{part}.jsonl": _jsonl_text(rs) for part, rs in parts.items()}
-    leakage_name = f"{name}_leakage.json"
-    files[leakage_name] = json.dumps({"input": str(path), "kind": kind, "seed": seed, "ratios": ratios, **report},
-                                     indent=2, ensure_ascii=False) + "\n"
-    _write_files(out_dir, files)
-    return {"input": str(path), "kind": kind, "records": len(records), "seed": seed, "ratios": ratios,
-            "parts": {part: {"path": str(out_dir / f"{name}_{part}.jsonl"), "records": len(rs),
-                             "sha256": hashlib.sha256(files[f"{name}_{part}.jsonl"].encode()).hexdigest()}
-                      for part, rs in parts.items()},
-            "leakage": {"path": str(out_dir / leakage_name),
-                        **{k: report[k] for k in ("ngram", "n_heldout", "share_over_threshold",
-                                                  "mean_shared_ngram_share")},
-                        "worst": report["worst"][:3]}}
-
-
-def format_split_summary(summary: dict) -> str:
-    leak = summary["leakage"]
-    lines = [f"split {summary['records']} {summary['kind']} records of {summary['input']} (seed {summary['seed']})"]
-    lines += [f"  {part:<5} {p['records']:>7}  {p['path']}" for part, p in summary["parts"].items()]
-    lines.append(f"leakage ({leak['ngram']}-grams, {leak['n_heldout']} held-out items): "
-                 f"{leak['share_over_threshold']:.1%} share a run of >= {leak['ngram']} words with train; "
-                 f"mean shared n-gram share {leak['mean_shared_ngram_share']:.1%}")
-    for item in leak["worst"]:
-        span = " ".join(item["span"].split())
-        span = span if len(span) <= 70 else span[:70] + "..."
-        lines.append(f"  {item['id']}: {item['longest_overlap']} words, \"{span}\"")
-    lines.append(f"  full report: {leak['path']}")
     return "\n".join(lines)
