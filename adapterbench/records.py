@@ -69,12 +69,12 @@ class Sample(TypedDict):
     task: str
     """The task (for `generate`, the prompts file's stem)."""
     doc_id: str
-    """The item's id in its data file (or its line number); one per task and model."""
+    """The item's id in its data file (else lm-eval's index of it; for `generate`, the prompts file's STEM-N)."""
     doc_hash: str | None
     """16 hex digits of the sha256 of the item's content (for `generate`, of its prompt): pairs the same item across
     evaluations, whatever its id."""
     prompt: str | None
-    """The model's input as lm-eval built it (the first request's context)."""
+    """The model's input as lm-eval built it (its first request's context); for `generate`, the prompt as given."""
     prediction: str | None
     """The model's answer: generated text, the chosen option, or lm-eval's responses as JSON."""
     reference: str | None
@@ -118,3 +118,22 @@ class Evaluation(TypedDict):
     """Every model's scores."""
     samples: list[Sample]
     """Every model's per-sample records (empty when loaded with with_samples=False)."""
+
+
+class EvaluationSummary(TypedDict):
+    """An evaluation's line in `runs list` (database.list_evaluations)."""
+
+    id: str
+    """Its id."""
+    created_at: str
+    """When it was saved (UTC, ISO 8601)."""
+    kind: Kind
+    """"eval", "generate" or "train_step"."""
+    suite_name: str
+    """Its suite's name."""
+    base_ref: str
+    """The base as the user named it."""
+    n_tasks: int
+    """How many tasks it has scores for."""
+    models: list[str]
+    """Its models' labels, base first."""

@@ -11,7 +11,7 @@ import pytest
 
 from adapterbench.errors import UserError
 from adapterbench.harness import database, exports, views
-from adapterbench.records import Evaluation, ModelEntry, Sample, Score, SuiteRef
+from adapterbench.records import Evaluation, EvaluationSummary, ModelEntry, Sample, Score, SuiteRef
 
 LM_EVAL = {
     "results": {"notes_mc": {"alias": "notes_mc", "acc,none": 0.5, "acc_stderr,none": 0.1}},
@@ -89,6 +89,7 @@ def test_a_loaded_evaluation_has_exactly_the_keys_its_records_declare(conn):
                                    (Score, loaded["scores"], set()), (Sample, loaded["samples"], set())):
         assert rows and all(set(row) == (record.__required_keys__ | record.__optional_keys__) - not_kept
                             for row in rows), record.__name__
+    assert set(database.list_evaluations(conn)[0]) == EvaluationSummary.__required_keys__
 
 
 def test_load_without_samples_skips_them(conn):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from adapterbench import paths
 from adapterbench.errors import UserError
-from adapterbench.records import Evaluation, ModelEntry, Sample, Score, SuiteRef
+from adapterbench.records import Evaluation, EvaluationSummary, ModelEntry, Sample, Score, SuiteRef
 
 SCHEMA_VERSION = 3
 
@@ -265,7 +265,8 @@ def save_evaluation(conn: sqlite3.Connection, evaluation: Evaluation) -> str:
 
 
 @_store_errors
-def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval", limit: int | None = None) -> list[dict]:
+def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval",
+                     limit: int | None = None) -> list[EvaluationSummary]:
     """Newest first: id, created_at, kind, suite_name, base_ref, models (labels in order), n_tasks. kind=None: all."""
     rows = conn.execute(
         "SELECT e.id, e.created_at, e.kind, e.suite_name, e.base_ref,"
@@ -275,7 +276,7 @@ def list_evaluations(conn: sqlite3.Connection, kind: str | None = "eval", limit:
     labels: dict[str, list[str]] = {}
     for eval_id, label in conn.execute("SELECT evaluation_id, label FROM models ORDER BY rowid"):
         labels.setdefault(eval_id, []).append(label)
-    return [{**dict(r), "models": labels.get(r["id"], [])} for r in rows]
+    return [EvaluationSummary(**dict(r), models=labels.get(r["id"], [])) for r in rows]
 
 
 @_store_errors

@@ -125,7 +125,7 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
     return evaluation
 
 
-def format_answers(evaluation: dict, width: int = 100) -> str:
+def format_answers(evaluation: Evaluation, width: int = 100) -> str:
     """Each prompt, then every model's answer under its label (and the reference when the file gave one)."""
     by_item: dict[str, dict] = {}
     for s in evaluation["samples"]:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from adapterbench import terminal
 from adapterbench.harness.exports import scores_table
-from adapterbench.records import Evaluation
+from adapterbench.records import Evaluation, EvaluationSummary
 
 
 def format_evaluation(evaluation: Evaluation) -> str:
@@ -60,7 +60,7 @@ def _group_rows(evaluation: Evaluation, labels: list[str]) -> list[list[str]]:
     return [["task", "group", "n", "metric", *labels], *rows] if rows else []
 
 
-def format_evaluation_list(rows: list[dict]) -> str:
+def format_evaluation_list(rows: list[EvaluationSummary]) -> str:
     """The `runs list` table: id, date, suite, base, models, tasks (and kind when rows of several kinds are listed)."""
     if not rows:
         return "no evaluations in the store"

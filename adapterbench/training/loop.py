@@ -543,9 +543,9 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
     from adapterbench.adapters.models import resolve_model
 
     base_path = resolve_model(config.base_model)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    evals = [r for r in records if r["kind"] == "eval"]
-    trains = [r for r in records if r["kind"] == "train"]
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    evals = [r for r in logged if r["kind"] == "eval"]
+    trains = [r for r in logged if r["kind"] == "train"]
     data_files = {name: str(path) for name, path in (("train", config.data.train), ("val", config.data.val)) if path}
     manifest = {
         "base": {"ref": config.base_model, "path": str(base_path), "sha256": base_sha(base_path)},
