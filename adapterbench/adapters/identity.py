@@ -3,12 +3,11 @@ adapter dir is whole and was trained on the loaded base, made before any model i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
-from adapterbench.digest import file_sha256
+from adapterbench.digest import file_sha256, text_sha256
 from adapterbench.errors import UserError
 
 WEIGHTS = "adapter_model.safetensors"
@@ -51,11 +50,9 @@ def adapter_identity(path: str | Path) -> dict:
         for key in ("base", "config"):
             if not isinstance(manifest.get(key, {}), dict):
                 raise UserError("expected an object", path=manifest_file, field=key)
-    digest = hashlib.sha256()
     essential = {key: value for key, value in config.items() if key not in INCIDENTAL}
-    digest.update(f"{config_file.name}\0{canonical_config(essential)}\0".encode())
-    digest.update(f"{weights.name}\0{file_sha256(weights)}".encode())
-    return {"path": str(Path(path).resolve()), "sha256": digest.hexdigest(),
+    sha256 = text_sha256(f"{config_file.name}\0{canonical_config(essential)}\0{weights.name}\0{file_sha256(weights)}")
+    return {"path": str(Path(path).resolve()), "sha256": sha256,
             "base_name": config.get("base_model_name_or_path"), "peft_type": config.get("peft_type"),
             "r": config.get("r"), "manifest": manifest}
 
