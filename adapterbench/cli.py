@@ -343,6 +343,7 @@ def gate(
     """
     from adapterbench import paths
     from adapterbench.harness import gate as gate_mod
+    from adapterbench.harness import verdict_writers
 
     if out:
         paths.output_dir(out, field="--out")
@@ -352,14 +353,15 @@ def gate(
     verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch,
                                 allow_noop_adapter=allow_noop_adapter)
     if out:
-        gate_mod.write_verdict_json(verdict, out / "verdict.json")
-        gate_mod.write_verdict_markdown(verdict, out / "verdict.md")
-        gate_mod.write_junit(verdict, out / "junit.xml")
+        verdict_writers.write_verdict_json(verdict, out / "verdict.json")
+        verdict_writers.write_verdict_markdown(verdict, out / "verdict.md")
+        verdict_writers.write_junit(verdict, out / "junit.xml")
     if junit:
-        gate_mod.write_junit(verdict, junit)
+        verdict_writers.write_junit(verdict, junit)
     if markdown:
-        gate_mod.write_verdict_markdown(verdict, markdown)
-    _echo(gate_mod.verdict_json(verdict) if as_json else gate_mod.format_verdict(verdict), as_json=as_json)
+        verdict_writers.write_verdict_markdown(verdict, markdown)
+    _echo(verdict_writers.verdict_json(verdict) if as_json else verdict_writers.format_verdict(verdict),
+          as_json=as_json)
     raise typer.Exit(verdict["exit_code"])
 
 
@@ -384,8 +386,8 @@ def plan(
 
     Example: adapterbench plan --baseline base --candidate qa --delta 0.05
     """
-    from adapterbench.harness.gate import verdict_json
     from adapterbench.harness.plan import format_plan, plan as run_plan
+    from adapterbench.harness.verdict_writers import verdict_json
 
     result = run_plan(baseline, candidate, store=store, rules=rules, delta=delta, power=power)
     _echo(verdict_json(result) if as_json else format_plan(result), as_json=as_json)

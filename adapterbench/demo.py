@@ -35,6 +35,7 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     from adapterbench.config import load_train
     from adapterbench.datafiles import splitting
     from adapterbench.harness import gate as gate_mod
+    from adapterbench.harness import verdict_writers
     from adapterbench.harness import views
     from adapterbench.harness.evaluate import evaluate
     from adapterbench.reports import make_report
@@ -82,10 +83,10 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     verdict = gate_mod.run_gate(f"{evaluation['id']}:base", f"{evaluation['id']}:qa", store=store,
                                 warn=lambda message: echo(f"     warning: {message}"))
     (out / "gate").mkdir()
-    gate_files = [gate_mod.write_verdict_json(verdict, out / "gate" / "verdict.json"),
-                  gate_mod.write_verdict_markdown(verdict, out / "gate" / "verdict.md"),
-                  gate_mod.write_junit(verdict, out / "gate" / "junit.xml")]
-    echo(gate_mod.format_verdict(verdict))
+    gate_files = [verdict_writers.write_verdict_json(verdict, out / "gate" / "verdict.json"),
+                  verdict_writers.write_verdict_markdown(verdict, out / "gate" / "verdict.md"),
+                  verdict_writers.write_junit(verdict, out / "gate" / "junit.xml")]
+    echo(verdict_writers.format_verdict(verdict))
 
     echo(f"\neverything is in {out}:\n"
          f"  data/       splits and their leakage reports, demo_train.jsonl\n"

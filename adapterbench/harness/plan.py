@@ -117,7 +117,7 @@ def format_plan(result: dict) -> str:
                          + (f" (delta {row['target']:.4g})" if share else ""))
         table.append(cells)
     from adapterbench import terminal
-    from adapterbench.harness.gate import side_text
+    from adapterbench.harness.verdict_writers import side_text
     
     sides = [f"baseline:  {side_text(result['baseline'])}"]
     if result["candidate"]:

@@ -1,14 +1,14 @@
-"""The report's three renderings and their escaping: HTML through Jinja autoescape, LaTeX through its own Jinja
-environment (\\VAR{...} / \\BLOCK{...}) whose finalize escapes every interpolated value, Markdown likewise with a
-markup escape; `write_report` renders every format first, then writes each file atomically."""
+"""The report's three renderings: HTML through Jinja autoescape, LaTeX through its own Jinja environment
+(\\VAR{...} / \\BLOCK{...}) whose finalize escapes every interpolated value by escape.py's rule, Markdown likewise;
+`write_report` renders every format first, then writes each file atomically."""
 
 from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from pathlib import Path
 
+from adapterbench import escape
 from adapterbench.errors import UserError
 from adapterbench.untrusted import visible
 
@@ -26,78 +26,11 @@ class MD(str):
     """Markdown our own filters built from escaped parts."""
 
 
-# --- LaTeX escaping ------------------------------------------------------------------------------------------------
-
-_TEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%", "_": r"\_",
-    "^": r"\textasciicircum{}", "~": r"\textasciitilde{}", "<": r"\textless{}", ">": r"\textgreater{}",
-    "|": r"\textbar{}", '"': r"\textquotedbl{}", "'": r"\textquotesingle{}", "`": r"\textasciigrave{}",
-    "\u2212": r"\ensuremath{-}", "\u00b1": r"\ensuremath{\pm}", "\u00d7": r"\ensuremath{\times}",
-    "\u2264": r"\ensuremath{\leq}", "\u2265": r"\ensuremath{\geq}", "\u2260": r"\ensuremath{\neq}",
-    "\u2248": r"\ensuremath{\approx}", "\u221e": r"\ensuremath{\infty}", "\u2192": r"\ensuremath{\rightarrow}",
-    "\u2190": r"\ensuremath{\leftarrow}", "\u00b7": r"\ensuremath{\cdot}", "\u2026": r"\dots{}",
-}
-_GREEK = dict(zip("αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩ",
-                  r"alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau upsilon "
-                  r"phi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega".split()))
-# What pdflatex prints with utf8 inputenc, T1 and TS1 (the code points t1enc.dfu and ts1enc.dfu declare); any
-# other character (CJK, emoji, scripts these encodings lack) would stop the build, so it is shown as its code point.
-_TEX_RANGES = (
-    (0xA0, 0xB7), (0xB9, 0x125), (0x128, 0x137), (0x139, 0x13E), (0x141, 0x148), (0x14A, 0x165), (0x168, 0x17E),
-    (0x192, 0x192), (0x1C4, 0x1D4), (0x1E2, 0x1E3), (0x1E6, 0x1EB), (0x218, 0x21B), (0x2010, 0x2015),
-    (0x2018, 0x201A), (0x201C, 0x201E), (0x2020, 0x2022), (0x2030, 0x2031), (0x2039, 0x203A), (0x20AC, 0x20AC),
-    (0x2122, 0x2122), (0xFB00, 0xFB06),
-)
-
-
-def _tex_printable(ch: str) -> bool:
-    code = ord(ch)
-    return 0x20 <= code < 0x7F or any(lo <= code <= hi for lo, hi in _TEX_RANGES)
-
-
-def _tex_char(ch: str, following: str) -> str | None:
-    """One character as LaTeX; None where pdflatex has no glyph for it."""
-    if ch == "-":
-        return "-{}" if following == "-" else "-"  # no en/em-dash ligature: "--" stays two hyphens
-    if ch.isspace() and ch != "\u00a0":
-        return " "
-    if ch in _TEX_SPECIAL:
-        return _TEX_SPECIAL[ch]
-    if ch in _GREEK:
-        return rf"\ensuremath{{\{_GREEK[ch]}}}"
-    if _tex_printable(ch):
-        return ch
-    folded = unicodedata.normalize("NFKC", ch)  # full-width letters, circled digits... -> their plain form
-    if folded != ch and all(_tex_printable(c) or c in _TEX_SPECIAL for c in folded):
-        return tex_escape(folded)
-    return "" if unicodedata.category(ch) in ("Mn", "Cf") else None  # a stray combining mark, a zero-width char
-
+# --- escaping: escape.py's rules, our own TeX / MD parts passed through -------------------------------------------
 
 def tex_escape(value) -> TeX:
-    """Any value as LaTeX text that typesets literally: specials escaped, whitespace runs (newlines included) made
-    one space, Greek and common math signs set in math mode, characters pdflatex cannot print shown as
-    [U+XXXX] in typewriter type."""
-    if isinstance(value, TeX):
-        return value
-    text = unicodedata.normalize("NFC", _fmt_value(value))  # "e" + combining acute -> "é", which T1 has
-    out, unknown = [], []
-    for i, ch in enumerate(text):
-        piece = _tex_char(ch, text[i + 1:i + 2])
-        if piece is None:
-            unknown.append(ch)
-            continue
-        if unknown:
-            out.append(_code_points(unknown))
-            unknown.clear()
-        if piece != " " or (out and out[-1] != " "):
-            out.append(piece)
-    if unknown:
-        out.append(_code_points(unknown))
-    return TeX("".join(out))
-
-
-def _code_points(chars: list[str]) -> str:
-    return r"{\ttfamily[" + " ".join(f"U+{ord(c):04X}" for c in chars) + "]}"
+    """Any value as LaTeX text that typesets literally (escape.latex_text)."""
+    return value if isinstance(value, TeX) else TeX(escape.latex_text(_fmt_value(value)))
 
 
 def tex_lines(value) -> TeX:
@@ -111,23 +44,9 @@ def tex_breakable(value) -> TeX:
     return TeX(re.sub(r"(/|\\_|-)", r"\1\\allowbreak{}", tex_escape(value)))
 
 
-# --- Markdown escaping ---------------------------------------------------------------------------------------------
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~$])")
-# What would open a list or heading at a line's start; a backslash escapes only punctuation, so "1." becomes "1\\.".
-_MD_LINE_START = re.compile(r"^(?:([-+#])|(\d+)([.)]))(?=\s|$)")
-
-
 def md_escape(value) -> MD:
-    """Any value as inline GitHub Markdown that renders literally: punctuation with a meaning backslash-escaped,
-    & < > as entities (no raw HTML gets through), line breaks as <br>, @ kept from mentioning anyone."""
-    if isinstance(value, MD):
-        return value
-    text = visible(_fmt_value(value))
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_SPECIAL.sub(r"\\\1", text).replace("@", "@\u200b")
-    text = "<br>".join(text.splitlines())
-    return MD(_MD_LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text, count=1))
+    """Any value as inline GitHub Markdown that renders literally (escape.markdown_text)."""
+    return value if isinstance(value, MD) else MD(escape.markdown_text(_fmt_value(value)))
 
 
 def md_cut(value, limit: int = MD_TEXT) -> MD:
