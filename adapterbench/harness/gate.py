@@ -180,7 +180,7 @@ def task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
 def rule_targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rules_file) -> list[dict]:
     """The (task, metric, max_drop, alpha) rows to judge. A rule naming a task or metric neither side has is a
     mistake in the rules file (UserError); one side lacking it is a finding (a "missing" row)."""
-    from adapterbench.harness.compare import primary_metric
+    from adapterbench.task_types import primary_metric
 
     known = {**cand_metrics, **base_metrics}
     if not known:
@@ -208,7 +208,8 @@ def rule_targets(rules: GateConfig, base_metrics: dict, cand_metrics: dict, rule
 
 
 def _verdict_row(target: dict, row: dict | None, unmatched: dict) -> dict:
-    from adapterbench.harness.compare import higher_is_better, minimum_detectable_delta
+    from adapterbench.harness.compare import minimum_detectable_delta
+    from adapterbench.task_types import higher_is_better
 
     out = {"task": target["task"], "metric": target["metric"], "higher_is_better": higher_is_better(target["metric"]),
            "verdict": "missing", "test": None, "method": None, "interval": None, "seeds": None, "n_items": 0,

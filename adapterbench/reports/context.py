@@ -10,12 +10,12 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from adapterbench import task_types
 from adapterbench.errors import UserError
+from adapterbench.task_types.generation import ITEM_MARGIN as GEN_MARGIN, ROUGE_PARTS, ROUGE_TYPES
 
 Z95 = 1.959964  # a score's 95 % interval is value +- Z95 * stderr (normal approximation)
 ALPHA = 0.05  # a delta is marked significant when its Holm-adjusted p-value is below this
-GEN_MARGIN = 0.1  # a generation item counts as fixed/broken when its ROUGE-L F1 moves by at least this much
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def build_context(evaluations: list[dict], train_runs=(), *, reference: str | None = None, max_answers: int = 10,
@@ -27,13 +27,13 @@ def build_context(evaluations: list[dict], train_runs=(), *, reference: str | No
         raise UserError(f"max answers must be >= 0, got {max_answers}", field="--max-answers")
     models = _models(evaluations)
     scored = [m for m in models if any(s["label"] == m["label"] for s in m["evaluation"]["scores"])]
-    ref = _reference(scored, reference)
+    ref = _reference_model(scored, reference)
     suites = {e["suite"].get("path"): _load_suite(e["suite"].get("path")) for e in evaluations}
-    task_types = {t.name: t.type for suite in suites.values() if suite for t in suite.tasks}
+    suite_types = {t.name: t.type for suite in suites.values() if suite for t in suite.tasks}
     task_labels = {t.name: list(t.labels) for suite in suites.values() if suite for t in suite.tasks if t.labels}
     comparisons = _comparisons(ref, scored, iters=iters, seed=seed)
     table = _main_table(scored, ref, comparisons)
-    tasks = _tasks(models, scored, ref, table, task_types, task_labels, max_answers)
+    tasks = _tasks(models, scored, ref, table, suite_types, task_labels, max_answers)
     runs = [_read_run(path) for path in train_runs]
     return {
         "title": _title(evaluations, runs),
@@ -75,7 +75,7 @@ def _models(evaluations: list[dict]) -> list[dict]:
     return models
 
 
-def _reference(scored: list[dict], reference: str | None) -> dict | None:
+def _reference_model(scored: list[dict], reference: str | None) -> dict | None:
     if reference is None:
         return next((m for m in scored if m["role"] == "base"), scored[0] if scored else None)
     eval_ref, sep, label = reference.rpartition(":")
@@ -131,14 +131,6 @@ def _comparisons(ref: dict | None, scored: list[dict], *, iters: int, seed: int)
     return out
 
 
-def is_detail_metric(metric: str) -> bool:
-    """Per-class classification scores and ROUGE precision/recall: shown in the task's detail, not the main table."""
-    if metric in ("f1_macro", "f1_weighted"):
-        return False
-    return metric.startswith(("precision_", "recall_", "f1_")) or (
-        metric.startswith("rouge") and metric.endswith(("_precision", "_recall")))
-
-
 def _scores_by_key(scored: list[dict]) -> dict[str, dict[tuple[str, str], dict]]:
     return {m["key"]: {(s["task"], s["metric"]): s for s in m["evaluation"]["scores"] if s["label"] == m["label"]}
             for m in scored}
@@ -147,47 +139,46 @@ def _scores_by_key(scored: list[dict]) -> dict[str, dict[tuple[str, str], dict]]
 def _main_table(scored: list[dict], ref: dict | None, comparisons: dict) -> list[dict]:
     """One row per (task, metric) in first-seen order: each model's value with its interval, the best marked, and
     each candidate's paired delta against the reference (None where no interval exists)."""
-    from adapterbench.harness.compare import higher_is_better
-
     by_key = _scores_by_key(scored)
     order = list(dict.fromkeys(k for scores in by_key.values() for k in scores))
     rows = []
     for task, metric in order:
-        hib = higher_is_better(metric)
+        declared = task_types.metric(metric)
+        hib = declared.higher_is_better
         values = {}
         for key, scores in by_key.items():
             s = scores.get((task, metric))
             values[key] = None if s is None else _interval(s)
-        finite = {k: v["value"] for k, v in values.items() if v and _finite(v["value"])}
+        finite = {k: v["value"] for k, v in values.items() if v and _is_finite(v["value"])}
         top = (max if hib else min)(finite.values()) if finite else None
         # No mark where every model ties: "best" would say nothing.
         best = [k for k, v in finite.items() if v == top] if len(set(finite.values())) > 1 else []
         deltas = {}
         for key, c in comparisons.items():
             row = c["rows"].get((task, metric))
-            deltas[key] = _delta(row, hib) if row else None
-        rows.append({"task": task, "metric": metric, "higher_is_better": hib, "detail": is_detail_metric(metric),
+            deltas[key] = _delta_cell(row, hib) if row else None
+        rows.append({"task": task, "metric": metric, "higher_is_better": hib, "detail": declared.detail,
                      "values": values, "best": best, "deltas": deltas})
     return rows
 
 
 def _interval(score: dict) -> dict:
     value, stderr = score["value"], score.get("stderr")
-    half = Z95 * stderr if stderr is not None and _finite(value) else None
+    half = Z95 * stderr if stderr is not None and _is_finite(value) else None
     return {"value": value, "stderr": stderr, "half": half, "n": score.get("n"),
             "low": None if half is None else value - half, "high": None if half is None else value + half}
 
 
-def _delta(row: dict, hib: bool) -> dict | None:
+def _delta_cell(row: dict, hib: bool) -> dict | None:
     # "A delta without its interval is not reported": a row without one shows as missing.
-    if row.get("ci_low") is None or row.get("ci_high") is None or not _finite(row.get("delta")):
+    if row.get("ci_low") is None or row.get("ci_high") is None or not _is_finite(row.get("delta")):
         return None
     p = row.get("p_holm", row.get("p_value"))
     significant = p is not None and p < ALPHA
     mde = row.get("mde")
     return {"delta": row["delta"], "low": row["ci_low"], "high": row["ci_high"], "p_value": row.get("p_value"),
             "p_holm": row.get("p_holm"), "test": row.get("test"), "n_items": row.get("n_items"),
-            "significant": significant, "mde": mde if _finite(mde) else None,
+            "significant": significant, "mde": mde if _is_finite(mde) else None,
             # Newcombe's interval is not McNemar's inversion, nor the bootstrap's the permutation test's: an
             # interval excluding 0 on a row the test does not call significant gets a mark and the reason.
             "disagrees": not significant and (row["ci_low"] > 0 or row["ci_high"] < 0),
@@ -196,25 +187,14 @@ def _delta(row: dict, hib: bool) -> dict | None:
 
 # --- per task ------------------------------------------------------------------------------------------------------
 
-def _task_type(task: str, metrics: set[str], task_types: dict, kind: str) -> str:
-    if kind == "generate":
-        return "generate"
-    if task in task_types:
-        return task_types[task]
-    if metrics & {"word_perplexity", "byte_perplexity", "bits_per_byte"}:
-        return "perplexity"
-    if "bleu" in metrics or any(m.startswith("rouge") for m in metrics):
-        return "generation"
-    if "f1_macro" in metrics:
-        return "classification"
-    if "acc_norm" in metrics:
-        return "multiple_choice"
-    if {"acc", "unparseable_rate"} <= metrics:
-        return "multiple_choice_generate"
-    return "other"
+def _task_type(task: str, metrics: set[str], suite_types: dict) -> task_types.TaskType | None:
+    """The task's type: as its suite declares it, else as its metric names tell (the suite file may be gone)."""
+    if task in suite_types:
+        return task_types.task_type(suite_types[task])
+    return task_types.type_of(metrics)
 
 
-def _tasks(models, scored, ref, table, task_types, task_labels, max_answers) -> list[dict]:
+def _tasks(models, scored, ref, table, suite_types, task_labels, max_answers) -> list[dict]:
     names = list(dict.fromkeys([r["task"] for r in table] + [s["task"] for m in models
                                                              for s in m["evaluation"]["samples"]]))
     by_key = _scores_by_key(scored)
@@ -227,22 +207,23 @@ def _tasks(models, scored, ref, table, task_types, task_labels, max_answers) -> 
     for task in names:
         metrics = {metric for scores in by_key.values() for (t, metric) in scores if t == task}
         kinds = {m["kind"] for m in models if task in samples[m["key"]]}
-        kind = "generate" if kinds == {"generate"} else "eval"
-        task_type = _task_type(task, metrics, task_types, kind)
+        # `adapterbench generate` answers have no type and no scores: shown side by side
+        declared = None if kinds == {"generate"} else _task_type(task, metrics, suite_types)
+        type_name = "generate" if kinds == {"generate"} else declared.name if declared else "other"
         present = [m for m in models
                    if task in samples[m["key"]] or any(t == task for t, _ in by_key.get(m["key"], {}))]
         out.append({
-            "name": task, "type": task_type,
+            "name": task, "type": type_name,
             "models": [m["key"] for m in present],
             "n": {m["key"]: len(samples[m["key"]].get(task, ())) for m in present},
-            "rouge": _rouge(task, by_key) if task_type == "generation" else None,
+            "rouge": _rouge(task, by_key) if declared and declared.detail == "rouge" else None,
             "classification": _classification(task, samples, task_labels.get(task))
-            if task_type == "classification" else None,
+            if declared and declared.detail == "classification" else None,
             "unparseable": {k: scores[(task, "unparseable_rate")]["value"] for k, scores in by_key.items()
                             if (task, "unparseable_rate") in scores} or None,
             "groups": _groups(task, samples, [r["metric"] for r in table if r["task"] == task and not r["detail"]]),
-            "answers": None if task_type in ("perplexity", "other") else
-            _answers(task, present, samples, ref, max_answers),
+            "answers": _answers(task, present, samples, ref, max_answers, declared)
+            if type_name == "generate" or (declared and declared.answers) else None,
         })
     return out
 
@@ -251,7 +232,7 @@ def _rouge(task: str, by_key: dict) -> dict | None:
     """ROUGE precision/recall/F1 per model: {key: {rouge type: {precision, recall, f1}}}."""
     values = {}
     for key, scores in by_key.items():
-        table = {t: {part: scores[(task, f"{t}_{part}")]["value"] for part in ("precision", "recall", "f1")
+        table = {t: {part: scores[(task, f"{t}_{part}")]["value"] for part in ROUGE_PARTS
                      if (task, f"{t}_{part}") in scores} for t in ROUGE_TYPES}
         table = {t: parts for t, parts in table.items() if parts}
         if table:
@@ -263,7 +244,7 @@ def _rouge(task: str, by_key: dict) -> dict | None:
 def _classification(task: str, samples: dict, labels: list[str] | None) -> dict | None:
     """Per model: accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix,
     from the per-sample (gold, pred) items. Labels from the suite, else the metric names' slugs, else indices."""
-    from adapterbench.harness.compare import label_slugs
+    from adapterbench.task_types.classification import label_slugs
     from adapterbench.tasks.metrics import classification_report
 
     reports = {}
@@ -292,28 +273,21 @@ def _groups(task: str, samples: dict, metrics: list[str]) -> dict | None:
     return {"metrics": metrics, "rows": group_scores(by_key, metrics)}
 
 
-def _item_score(sample: dict) -> tuple[str, float] | None:
-    for metric in ("acc", "rougeL_f1"):
-        value = sample["metrics"].get(metric)
-        if isinstance(value, (int, float)):
-            return metric, float(value)
-    return None
-
-
-def _answers(task: str, present: list[dict], samples: dict, ref: dict | None, max_answers: int) -> dict | None:
+def _answers(task: str, present: list[dict], samples: dict, ref: dict | None, max_answers: int,
+             declared: task_types.TaskType | None) -> dict | None:
     """Items side by side (prompt, reference, each model's answer and its per-item score), paired by doc_hash,
-    with the items each model fixed or broke relative to the reference."""
+    with the items each model fixed or broke relative to the reference: those whose score, the type's item_score,
+    moved by at least its item_margin."""
     items: dict[str, dict] = {}
-    metric = None
+    metric = declared.item_score if declared else None
     for m in present:
         for s in samples[m["key"]].get(task, ()):
             item = items.setdefault(s.get("doc_hash") or str(s["doc_id"]), {
                 "doc_id": str(s["doc_id"]), "prompt": s.get("prompt") or "", "reference": s.get("reference"),
                 "group": s.get("group"), "answers": {}})
-            score = _item_score(s)
+            score = s["metrics"].get(metric) if metric else None
             item["answers"][m["key"]] = {"prediction": s.get("prediction") or "",
-                                         "score": None if score is None else score[1]}
-            metric = metric or (score[0] if score else None)
+                                         "score": float(score) if _is_finite(score) else None}
     if not items:
         return None
     ordered = list(items.values())
@@ -330,13 +304,14 @@ def _answers(task: str, present: list[dict], samples: dict, ref: dict | None, ma
             a, b = it["answers"].get(ref_key), it["answers"].get(m["key"])
             if a and b and a["score"] is not None and b["score"] is not None:
                 moved.append((b["score"] - a["score"], it))
-        margin = 0.5 if metric == "acc" else GEN_MARGIN
+        margin = declared.item_margin if declared else math.inf  # no type: no per-item score to move
         fixed = sorted((d for d in moved if d[0] >= margin), key=lambda d: -d[0])
         broken = sorted((d for d in moved if d[0] <= -margin), key=lambda d: d[0])
         changes[m["key"]] = {"n_compared": len(moved), "n_fixed": len(fixed), "n_broken": len(broken),
                              "fixed": [it for _, it in fixed[:max_answers]],
                              "broken": [it for _, it in broken[:max_answers]]}
-    return {"n": len(ordered), "score_metric": metric, "prompt_prefix": prefix,
+    return {"n": len(ordered), "score_metric": metric,
+            "binary_score": bool(metric) and task_types.metric(metric).binary, "prompt_prefix": prefix,
             "prompt_suffix": suffix, "shown": ordered[:max_answers], "changes": changes or None}
 
 
@@ -382,14 +357,15 @@ def _read_run(path) -> dict:
         except json.JSONDecodeError as err:
             raise UserError(f"not valid JSON ({err.msg})", path=path / "manifest.json", line=err.lineno) from None
     return {"path": str(path), "name": path.resolve().name, "manifest": manifest, "train": train, "evals": evals,
-            "config": _flatten((manifest or {}).get("config") or {})}
+            "config": _dotted_keys((manifest or {}).get("config") or {})}
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
+def _dotted_keys(config: dict, prefix: str = "") -> dict:
+    """A nested config as one level: {"lora": {"r": 8}} -> {"lora.r": 8}."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(_dotted_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -400,8 +376,6 @@ SUMMARY_KEYS = ("lora.r", "lora.alpha", "lr", "batch_size", "max_steps")
 
 def _training(runs: list[dict]) -> dict | None:
     """Runs named by their dir and what sets their configs apart; charts of loss and task metrics over steps."""
-    from adapterbench.harness.compare import higher_is_better, primary_metric
-
     if not runs:
         return None
     names = [r["name"] for r in runs]
@@ -418,7 +392,7 @@ def _training(runs: list[dict]) -> dict | None:
         m = r["manifest"] or {}
         evals = r["evals"]
         metric_keys = list(dict.fromkeys(k for e in evals for k in e if k == "val_loss" or (
-            "/" in k and not is_detail_metric(k.split("/", 1)[1]))))
+            "/" in k and not task_types.metric(k.split("/", 1)[1]).detail)))
         summaries.append({
             "index": i, "name": r["name"], "path": r["path"],
             "params": [(k, r["config"].get(k)) for k in shown],
@@ -432,10 +406,10 @@ def _training(runs: list[dict]) -> dict | None:
         })
     charts = [{"title": "loss", "y_label": "loss", "lower_is_better": True, "series": [
         *({"run": i, "name": f"{r['name']} train", "style": "train",
-           "points": [(row["step"], row["train_loss"]) for row in r["train"] if _finite(row.get("train_loss"))]}
+           "points": [(row["step"], row["train_loss"]) for row in r["train"] if _is_finite(row.get("train_loss"))]}
           for i, r in enumerate(runs)),
         *({"run": i, "name": f"{r['name']} val", "style": "eval",
-           "points": [(row["step"], row["val_loss"]) for row in r["evals"] if _finite(row.get("val_loss"))]}
+           "points": [(row["step"], row["val_loss"]) for row in r["evals"] if _is_finite(row.get("val_loss"))]}
           for i, r in enumerate(runs))]}]
     by_task: dict[str, list[str]] = {}
     for r in runs:
@@ -444,11 +418,11 @@ def _training(runs: list[dict]) -> dict | None:
                 if "/" in k:
                     by_task.setdefault(k.split("/", 1)[0], []).append(k.split("/", 1)[1])
     for task, names in by_task.items():
-        metric = primary_metric(dict.fromkeys(names))
+        metric = task_types.primary_metric(dict.fromkeys(names))
         key = f"{task}/{metric}"
-        charts.append({"title": key, "y_label": metric, "lower_is_better": not higher_is_better(metric),
+        charts.append({"title": key, "y_label": metric, "lower_is_better": not task_types.higher_is_better(metric),
                        "series": [{"run": i, "name": r["name"], "style": "eval",
-                                   "points": [(e["step"], e[key]) for e in r["evals"] if _finite(e.get(key))]}
+                                   "points": [(e["step"], e[key]) for e in r["evals"] if _is_finite(e.get(key))]}
                                   for i, r in enumerate(runs)]})
     for chart in charts:
         chart["series"] = [s for s in chart["series"] if s["points"]]
@@ -506,5 +480,5 @@ def _title(evaluations: list[dict], runs: list[dict]) -> str:
     return "adapterbench report: " + ", ".join(r["name"] for r in runs)
 
 
-def _finite(value) -> bool:
+def _is_finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

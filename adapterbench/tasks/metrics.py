@@ -8,6 +8,9 @@ import re
 import unicodedata
 from typing import Callable, Iterable, Sequence
 
+from adapterbench.task_types.classification import label_slug
+from adapterbench.task_types.generation import ROUGE_TYPES, is_english
+
 # sacrebleu (~0.1 s) and rouge_score (~1.3 s: it pulls in nltk, numpy and pandas) are imported inside the
 # functions that need them, so importing this module (the CLI, lm-eval's task indexing) stays cheap.
 
@@ -296,15 +299,6 @@ def parse_label(text: str, labels: Sequence[str], verbalizers: Sequence[str]) ->
 # Generation metrics
 # ---------------------------------------------------------------------------------------------------------------
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-ROUGE_KEYS = tuple(f"{t}_{part}" for t in ROUGE_TYPES for part in ("precision", "recall", "f1"))
-
-
-def is_english(language: str | None) -> bool:
-    """English (en, en-GB, eng; also unset): the language rouge-score's own tokenizer and Porter stemmer are for."""
-    return (language or "en").lower().replace("_", "-").split("-")[0] in ("en", "eng")
-
-
 # Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, CJK ideographs): each character is
 # a token, the character-level ROUGE usual for Chinese and Japanese.
 _UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x31F0, 0x31FF),
@@ -426,12 +420,6 @@ def process_mc_generate(doc: dict, results: Sequence[str]) -> dict:
 # Classification metrics
 # ---------------------------------------------------------------------------------------------------------------
 
-def label_slug(name: str) -> str:
-    """A label name as it appears in metric names: accents dropped, runs of other characters -> "_"."""
-    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9_]+", "_", ascii_name).strip("_") or "label"
-
-
 def _classification_result(doc: dict, pred: int) -> dict:
     item = (int(doc["label"]), pred)
     out = {"acc": float(pred == doc["label"]), "unparseable_rate": float(pred == UNPARSEABLE),
@@ -495,7 +483,7 @@ def classification_report(golds: Sequence[int], preds: Sequence[int], labels: Se
     n = len(golds)
     return {"acc": sum(matrix[k][k] for k in range(len(labels))) / n if n else 0.0,
             "unparseable_rate": sum(row[-1] for row in matrix) / n if n else 0.0,
-            "macro_f1": macro, "weighted_f1": weighted,
+            "f1_macro": macro, "f1_weighted": weighted,
             "per_class": dict(zip(labels, stats)),
             "confusion": {"labels": [*labels, "unparseable"], "matrix": matrix}}
 
