@@ -201,9 +201,6 @@ def write_report(context: dict, out: str | Path, formats=("html", "latex", "md")
     if out.exists() and not out.is_dir():
         raise UserError("exists and is not a folder (expected a folder for the report)", path=out, field="--out")
     out.mkdir(parents=True, exist_ok=True)
-    from adapterbench.atomic import atomic_file
+    from adapterbench import atomic
 
-    for name, text in files.items():
-        with atomic_file(out / name, newline="\n") as f:
-            f.write(text)
-    return [out / name for name in files]
+    return [atomic.write_text(out / name, text, newline="\n") for name, text in files.items()]
