@@ -455,7 +455,8 @@ def generate(
     Example: adapterbench generate --prompts prompts.txt --adapter qa=runs/qa/best --adapter r8=runs/r8/best
     """
     from adapterbench.harness import database, exports
-    from adapterbench.harness.generate import format_answers, generate as run_generate
+    from adapterbench.harness.generate import generate as run_generate
+    from adapterbench.harness.views import format_answers
 
     _check_exports(predictions_csv, None)
     evaluation = run_generate(prompts, base=base, adapters=adapter, max_new_tokens=max_new_tokens,

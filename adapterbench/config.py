@@ -397,12 +397,13 @@ def _known_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         annotation = schema.model_fields[part].annotation
-        schema = next((a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), schema)
+        schema = next((a for a in _leaf_types(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), schema)
     return list(schema.model_fields)
 
 
-def _flatten(annotation: Any):
+def _leaf_types(annotation: Any) -> list:
+    """The plain types inside a type annotation: Optional[list[LoraConfig]] -> [LoraConfig, NoneType]."""
     args = getattr(annotation, "__args__", None)
     if not args:
         return [annotation]
-    return [leaf for arg in args for leaf in _flatten(arg)]
+    return [leaf for arg in args for leaf in _leaf_types(arg)]

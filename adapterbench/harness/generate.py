@@ -123,22 +123,3 @@ def generate(prompts_file: str | Path, *, base: str = "default", adapters=None, 
         with database.connect(store) as conn:
             database.save_evaluation(conn, evaluation)
     return evaluation
-
-
-def format_answers(evaluation: Evaluation, width: int = 100) -> str:
-    """Each prompt, then every model's answer under its label (and the reference when the file gave one)."""
-    by_item: dict[str, dict] = {}
-    for s in evaluation["samples"]:
-        by_item.setdefault(s["doc_id"], {"prompt": s["prompt"], "reference": s["reference"], "answers": {}})
-        by_item[s["doc_id"]]["answers"][s["label"]] = s["prediction"]
-    labels = [m["label"] for m in evaluation["models"]]
-    pad = max(len(label) for label in [*labels, "reference"])
-    lines = []
-    for doc_id, item in by_item.items():
-        lines += ["=" * min(width, 60), f"[{doc_id}] {item['prompt']}"]
-        if item["reference"]:
-            lines.append(f"  {'reference':<{pad}} | {item['reference']}")
-        for label in labels:
-            text = " ".join((item["answers"].get(label) or "").split())
-            lines.append(f"  {label:<{pad}} | {text}")
-    return "\n".join(lines)
