@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -122,22 +122,31 @@ MISMATCH_HELP = ("Score adapters whose manifest.json names another base than thi
                  "recorded in the store).")
 QUANT_HELP = ("auto (the base as the adapters were trained on it, read from their manifest.json; none without one) "
               "| none | nf4 (4-bit, as QLoRA trains).")
+BASE_HELP = "Base model: 'default', an HF model dir or a .gguf file."
+ADAPTER_HELP = "A PEFT adapter dir, or LABEL=PATH (repeatable). The base is labelled 'base'."
+# the options several commands share, declared once
+BaseOption = Annotated[str, typer.Option(help=BASE_HELP)]
+AdapterOption = Annotated[List[str], typer.Option("--adapter", "-a", help=ADAPTER_HELP)]
+StoreOption = Annotated[Optional[Path], typer.Option(help=STORE_HELP)]
+QuantOption = Annotated[str, typer.Option(help=QUANT_HELP)]
+DtypeOption = Annotated[str, typer.Option(help="auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32.")]
+MismatchOption = Annotated[bool, typer.Option("--allow-base-mismatch", help=MISMATCH_HELP)]
+NoopOption = Annotated[bool, typer.Option("--allow-noop-adapter", help=NOOP_HELP)]
 
 
 @app.command("eval")
 def eval_cmd(
     suite: Path = typer.Argument(..., help="suite.yaml: the tasks to score on."),
-    base: str = typer.Option("default", help="Base model: 'default', an HF model dir or a .gguf file."),
-    adapter: List[str] = typer.Option([], "--adapter", "-a",
-                                      help="A PEFT adapter dir, or LABEL=PATH (repeatable). The base is labelled 'base'."),
+    base: BaseOption = "default",
+    adapter: AdapterOption = [],
     limit: Optional[int] = typer.Option(None, help="Score only the first N items of each task (a quick look)."),
     tasks: Optional[str] = typer.Option(None, help="Only these tasks of the suite, comma-separated."),
     batch_size: str = typer.Option("auto", help="Sequences per forward pass, or 'auto'."),
-    dtype: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32."),
-    quant: str = typer.Option("auto", help=QUANT_HELP),
-    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
-    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    dtype: DtypeOption = "auto",
+    quant: QuantOption = "auto",
+    allow_base_mismatch: MismatchOption = False,
+    allow_noop_adapter: NoopOption = False,
+    store: StoreOption = None,
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, input, reference and each model's answer."),
     output_dir: Optional[Path] = typer.Option(None, help="Also write lm-eval's output here: per model a folder of "
                                               "results_DATE.json and samples_TASK_DATE.jsonl (--log_samples)."),
@@ -207,7 +216,7 @@ def train(
     config: Path = typer.Argument(..., help="train.yaml (see the README for every key)."),
     overrides: List[str] = typer.Argument(None, help="KEY=VALUE overrides, e.g. lora.r=8 lr=1e-4 max_steps=50."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint, exactly."),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    store: StoreOption = None,
 ):
     """Train a LoRA adapter (QLoRA by default: NF4 base, bf16 compute), evaluating at step 0 and every eval.every
     steps. Writes OUT/adapter and OUT/best (PEFT dirs), OUT/manifest.json and OUT/metrics.jsonl.
@@ -244,7 +253,7 @@ def report(
     formats: str = typer.Option("html,latex,md", "--format", "-f", help="Comma-separated: html, latex, md."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.tex + report_table.tex, "
                              "report.md (other files in it are left alone)."),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    store: StoreOption = None,
     reference: Optional[str] = typer.Option(None, help="The model deltas are taken against: LABEL, EVAL_ID:LABEL, "
                                             "or a name the report shows (a label found in several evaluations is "
                                             "shown as ID_TAIL:LABEL). Default: the first evaluation's base."),
@@ -285,7 +294,7 @@ def gate(
                                        "above); repeat it, one per training seed, to test the recipe."),
     candidate: List[str] = typer.Option(..., "--candidate", "-c", help="The model under test: a REF (see above); "
                                         "repeatable like --baseline."),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    store: StoreOption = None,
     rules: Optional[Path] = typer.Option(None, help="gate.yaml (see above). Default: every task of the baseline on "
                                                     "its primary metric, max_drop 0, alpha 0.05."),
     out: Optional[Path] = typer.Option(None, help="Write verdict.json, verdict.md and junit.xml into this folder."),
@@ -377,7 +386,7 @@ def plan(
     power: float = typer.Option(0.8, help="The chance of detecting a true delta of that size."),
     rules: Optional[Path] = typer.Option(None, help="gate.yaml: plan its tasks, metrics and alphas (default: every "
                                          "task of the baseline, primary metric, alpha 0.05)."),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    store: StoreOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ):
     """How many items does a gate need? Per task: the spread a paired comparison measures (discordance rate for
@@ -394,22 +403,20 @@ def plan(
     _echo(verdict_json(result) if as_json else format_plan(result), as_json=as_json)
 
 
-BASE_HELP = "Base model: 'default', an HF model dir or a .gguf file."
-ADAPTER_HELP = "A PEFT adapter dir, or LABEL=PATH (repeatable). The base is labelled 'base'."
 
 
 @app.command()
 def chat(
-    base: str = typer.Option("default", help=BASE_HELP),
-    adapter: List[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+    base: BaseOption = "default",
+    adapter: AdapterOption = [],
     use: Optional[str] = typer.Option(None, help="Start with this label (default: the first adapter, else 'base')."),
     system: Optional[str] = typer.Option(None, help="System prompt."),
     max_new_tokens: int = typer.Option(256, help="Longest answer, in tokens."),
     temperature: float = typer.Option(0.0, help="0 = greedy (as evaluations decode); above 0 samples."),
-    dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
-    quant: str = typer.Option("auto", help=QUANT_HELP),
-    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
-    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
+    dtype: DtypeOption = "auto",
+    quant: QuantOption = "auto",
+    allow_base_mismatch: MismatchOption = False,
+    allow_noop_adapter: NoopOption = False,
 ):
     """Chat with the base or an adapter in the terminal: the model's chat template, tokens streamed as they come.
     In the chat: /adapter NAME switches model ('base' = none), /adapters lists them, /reset forgets the conversation,
@@ -436,16 +443,16 @@ def generate(
     prompts: Path = typer.Option(..., "--prompts", "-p",
                                  help=".txt (one prompt per line), or .jsonl/.csv with 'prompt' (or 'instruction' "
                                       "[+ 'input']) and optional 'reference' (or 'output') and 'id' columns."),
-    base: str = typer.Option("default", help=BASE_HELP),
-    adapter: List[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+    base: BaseOption = "default",
+    adapter: AdapterOption = [],
     system: Optional[str] = typer.Option(None, help="System prompt."),
     max_new_tokens: int = typer.Option(128, help="Longest answer, in tokens."),
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Send prompts as plain text."),
-    dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
-    quant: str = typer.Option("auto", help=QUANT_HELP),
-    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=MISMATCH_HELP),
-    allow_noop_adapter: bool = typer.Option(False, "--allow-noop-adapter", help=NOOP_HELP),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    dtype: DtypeOption = "auto",
+    quant: QuantOption = "auto",
+    allow_base_mismatch: MismatchOption = False,
+    allow_noop_adapter: NoopOption = False,
+    store: StoreOption = None,
     predictions_csv: Optional[Path] = typer.Option(None, help="Also write id, prompt, reference and each answer."),
     as_json: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
 ):
@@ -530,7 +537,7 @@ def tasks_types(as_json: bool = typer.Option(False, "--json", help="Print as JSO
 
 
 @runs_app.command("list")
-def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+def runs_list(store: StoreOption = None,
               limit: int = typer.Option(20, help="Show the newest N."),
               as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
     """List the evaluations in the store, newest first."""
@@ -546,7 +553,7 @@ def runs_list(store: Optional[Path] = typer.Option(None, help=STORE_HELP),
 @runs_app.command("show")
 def runs_show(
     eval_id: str = typer.Argument("latest", help="An evaluation id, a unique prefix of one, or 'latest'."),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    store: StoreOption = None,
     predictions_csv: Optional[Path] = typer.Option(None, help="Write id, input, reference and each model's answer."),
     output_dir: Optional[Path] = typer.Option(None, help="Write lm-eval's results JSON here, a folder per model "
                                               "(per-sample JSONL only from eval itself: the store keeps our records)."),
@@ -574,7 +581,7 @@ def runs_export(
     out: Path = typer.Option(..., "--out", "-o", help="The file to write (replaced whole)."),
     table: str = typer.Option("samples", help="samples: a row per model x task x item, with its per-sample metrics "
                               "| scores: a row per model x task x metric, with stderr and n."),
-    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
+    store: StoreOption = None,
 ):
     """Write one evaluation's per-sample records or scores as a table for pandas, spreadsheets or DuckDB.
 

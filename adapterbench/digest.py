@@ -16,7 +16,12 @@ _memo: dict[tuple, str] = {}
 
 def text_sha256(text: str, length: int = 64) -> str:
     """Hex sha256 of `text` as UTF-8, cut to its first `length` digits (16 name an item, 64 a file's content)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+    return bytes_sha256(text.encode("utf-8"))[:length]
+
+
+def bytes_sha256(data: bytes) -> str:
+    """Hex sha256 of `data` as it is (a file's bytes that must not be decoded)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

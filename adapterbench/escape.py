@@ -1,5 +1,5 @@
 """Escape rules, one per output format: untrusted text (labels, task names, prompts, answers, notes) as Markdown,
-LaTeX or XML that shows literally and acts on nothing. Acting characters are shown as [U+XXXX] (untrusted.visible)
+LaTeX, XML or a spreadsheet's CSV cell that shows literally and acts on nothing. Acting characters are shown as [U+XXXX] (untrusted.visible)
 or, in LaTeX, as the code points pdflatex cannot print."""
 
 from __future__ import annotations
@@ -8,6 +8,18 @@ import re
 import unicodedata
 
 from adapterbench.untrusted import visible
+
+# --- CSV -----------------------------------------------------------------------------------------------------------
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> str:
+    """A cell a spreadsheet shows as text: model answers and data are untrusted, and Excel or LibreOffice would run
+    a cell such as =HYPERLINK(...), so one that starts like a formula gets a leading ' (OWASP's advice)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
 
 # --- Markdown ------------------------------------------------------------------------------------------------------
 

@@ -3,12 +3,11 @@ the commit of adapterbench's own code."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 from pathlib import Path
 
-from adapterbench.digest import file_sha256
+from adapterbench.digest import bytes_sha256, file_sha256
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # the adapterbench package that is running
 PACKAGES = ("adapterbench", "torch", "transformers", "peft", "bitsandbytes", "lm_eval", "accelerate")
@@ -18,10 +17,9 @@ def base_sha(path: Path) -> str:
     """Name the base by its content: config.json and the sha256 of each weight file (hashed once, then remembered by
     path, size and mtime), so two bases of one architecture with different weights never share a name."""
     # config.json's bytes as they are (not decoded text): the value is in every training manifest, so it must not move
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
-        digest.update(f"{weights.name}:{file_sha256(weights)}".encode())
-    return digest.hexdigest()
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    return bytes_sha256((path / "config.json").read_bytes()
+                        + "".join(f"{w.name}:{file_sha256(w)}" for w in weights).encode())
 
 
 def environment() -> dict:

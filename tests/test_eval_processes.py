@@ -58,4 +58,9 @@ def test_two_processes_score_every_task_type_as_one_does(tiny_model_dir, tmp_pat
             assert row["stderr"] == pytest.approx(stderr[row["label"], row["task"], row["metric"]], rel=1e-5,
                                                   abs=1e-9), row
     key = lambda s: (s["label"], s["task"], s["doc_id"])  # noqa: E731
-    assert [(key(s), s["prediction"]) for s in two["samples"]] == [(key(s), s["prediction"]) for s in one["samples"]]
+    assert [key(s) for s in two["samples"]] == [key(s) for s in one["samples"]]
+    for theirs, ours in zip(two["samples"], one["samples"]):
+        if theirs["task"] == "ppl":  # a log-likelihood summed in another batch: equal to fp32 rounding on some CPUs
+            assert float(theirs["prediction"]) == pytest.approx(float(ours["prediction"]), rel=1e-6), key(ours)
+        else:  # choices and greedy answers: the same text
+            assert theirs["prediction"] == ours["prediction"], key(ours)

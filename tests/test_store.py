@@ -11,7 +11,7 @@ import pytest
 
 from adapterbench.errors import UserError
 from adapterbench.harness import database, exports, views
-from adapterbench.records import Evaluation, EvaluationSummary, ModelEntry, Sample, Score, SuiteRef
+from adapterbench.record_types import Evaluation, EvaluationSummary, ModelEntry, Sample, Score, SuiteRef
 
 LM_EVAL = {
     "results": {"notes_mc": {"alias": "notes_mc", "acc,none": 0.5, "acc_stderr,none": 0.1}},

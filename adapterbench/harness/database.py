@@ -16,7 +16,7 @@ from pathlib import Path
 
 from adapterbench import paths
 from adapterbench.errors import UserError
-from adapterbench.records import Evaluation, EvaluationSummary, ModelEntry, Sample, Score, SuiteRef
+from adapterbench.record_types import Evaluation, EvaluationSummary, ModelEntry, Sample, Score, SuiteRef
 
 SCHEMA_VERSION = 3
 

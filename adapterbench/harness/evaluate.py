@@ -13,7 +13,7 @@ from pathlib import Path
 from adapterbench.config import SuiteConfig, load_suite
 from adapterbench.errors import UserError
 from adapterbench.provenance import base_sha, environment
-from adapterbench.records import Evaluation, ModelEntry, Sample, Score, SuiteRef
+from adapterbench.record_types import Evaluation, ModelEntry, Sample, Score, SuiteRef
 
 GENERATION_BATCH = 32  # decoding is memory-bound on a CPU: wider batches are nearly free per token
 

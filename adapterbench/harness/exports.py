@@ -9,9 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 from adapterbench import paths
-from adapterbench.atomic import atomic_file
+from adapterbench.atomic import atomic_file, write_text
 from adapterbench.errors import UserError
-from adapterbench.records import Evaluation, ModelEntry, Score
+from adapterbench.escape import csv_cell
+from adapterbench.record_types import Evaluation, ModelEntry, Score
 
 
 def scores_table(evaluation: Evaluation) -> list[Score]:
@@ -60,9 +61,8 @@ def write_lm_eval_dir(evaluation: Evaluation, folder: str | Path) -> None:
     date = datetime.fromisoformat(evaluation["created_at"]).replace(tzinfo=None).isoformat().replace(":", "-")
     for model in evaluation["models"]:
         model_dir = Path(folder) / sanitize_model_name(model["label"])
-        with atomic_file(model_dir / f"results_{date}.json") as f:
-            f.write(json.dumps(export_lm_eval(evaluation, model["label"]), indent=2, default=handle_non_serializable,
-                               ensure_ascii=False))
+        write_text(model_dir / f"results_{date}.json", json.dumps(
+            export_lm_eval(evaluation, model["label"]), indent=2, default=handle_non_serializable, ensure_ascii=False))
         for task, logged in (model.get("lm_eval_samples") or {}).items():
             with atomic_file(model_dir / f"samples_{task}_{date}.jsonl") as f:
                 for sample in logged:
@@ -125,7 +125,7 @@ def write_export(evaluation: Evaluation, table: str, fmt: str, path: str | Path)
              **{f"metrics.{name}": value if isinstance(value, (int, float)) or value is None else json.dumps(value)
                 for name, value in row.get("metrics", {}).items()}} for row in rows]
     if fmt == "csv":
-        flat = [{k: _csv_cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in flat]
+        flat = [{k: csv_cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in flat]
     columns = list(dict.fromkeys([*EXPORT_COLUMNS[table], *(k for row in flat for k in row)]))
     frame = pd.DataFrame(flat, columns=columns)
     with atomic_file(path, newline="", binary=fmt == "parquet") as f:
@@ -148,23 +148,13 @@ def write_predictions_csv(evaluation: Evaluation, path: str | Path) -> Path:
     grouped = any(s.get("group") is not None for s in evaluation["samples"])
     with atomic_file(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(map(_csv_cell, ["task", "id", "input", "reference", *(["group"] if grouped else []), *labels]))
+        writer.writerow(map(csv_cell, ["task", "id", "input", "reference", *(["group"] if grouped else []), *labels]))
         for (task, doc_id), by_label in items.items():
             first = next(by_label[label] for label in labels if label in by_label)
-            writer.writerow(map(_csv_cell, [task, doc_id, first.get("prompt"), first.get("reference"),
+            writer.writerow(map(csv_cell, [task, doc_id, first.get("prompt"), first.get("reference"),
                                             *([first.get("group")] if grouped else []),
                                             *(by_label.get(label, {}).get("prediction") for label in labels)]))
     return path
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value) -> str:
-    """A cell a spreadsheet shows as text: model answers and data are untrusted, and Excel or LibreOffice would run
-    a cell such as =HYPERLINK(...), so one that starts like a formula gets a leading ' (OWASP's advice)."""
-    text = _text(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _model(evaluation: Evaluation, label: str) -> ModelEntry:
@@ -173,7 +163,3 @@ def _model(evaluation: Evaluation, label: str) -> ModelEntry:
             return model
     raise UserError(f"evaluation {evaluation['id']} has no model '{label}'; its models: "
                     f"{', '.join(m['label'] for m in evaluation['models'])}", field="model")
-
-
-def _text(value) -> str:
-    return "" if value is None else str(value)

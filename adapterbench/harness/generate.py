@@ -13,7 +13,7 @@ from adapterbench.datafiles import reading
 from adapterbench.digest import text_sha256
 from adapterbench.errors import UserError
 from adapterbench.provenance import environment
-from adapterbench.records import Evaluation, Sample, SuiteRef
+from adapterbench.record_types import Evaluation, Sample, SuiteRef
 
 PROMPT_COLUMNS = ("prompt", "instruction")
 REFERENCE_COLUMNS = ("reference", "output")

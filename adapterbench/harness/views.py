@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from adapterbench import terminal
 from adapterbench.harness.exports import scores_table
-from adapterbench.records import Evaluation, EvaluationSummary
+from adapterbench.record_types import Evaluation, EvaluationSummary
 
 
 def format_evaluation(evaluation: Evaluation) -> str:

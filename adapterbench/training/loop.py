@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from adapterbench.datafiles.reading import read_records
-from adapterbench.atomic import atomic_dir, atomic_file, remove_stale, scratch_dir
+from adapterbench.atomic import atomic_dir, remove_stale, scratch_dir, write_text
 from adapterbench.config import TrainConfig
 from adapterbench.digest import file_sha256
 from adapterbench.errors import UserError
 from adapterbench.provenance import base_sha, environment, git_commit
-from adapterbench.records import Evaluation, ModelEntry, Score, SuiteRef
+from adapterbench.record_types import Evaluation, ModelEntry, Score, SuiteRef
 from adapterbench.trackers import finish_trackers, flat_config, tracker_problem
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
                                                rng_state, save_checkpoint, save_peft_dir, set_rng_state)
@@ -564,8 +564,7 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
         "final_metrics": {**({"train_loss": trains[-1]["train_loss"]} if trains else {}),
                           **({k: v for k, v in evals[-1].items() if k != "kind"} if evals else {})},
     }
-    with atomic_file(run_dir / "manifest.json") as f:
-        f.write(json.dumps(manifest, indent=2, default=str))
+    write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     return manifest
 
 
