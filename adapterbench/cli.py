@@ -352,7 +352,7 @@ def gate(
       adapterbench gate -b old-s0 -b old-s1 -c new-s0 -c new-s1
     """
     from adapterbench import paths
-    from adapterbench.harness import gate as gate_mod
+    from adapterbench.harness.gate import run_gate
     from adapterbench.harness import verdict_writers
 
     if out:
@@ -360,8 +360,8 @@ def gate(
     for file, option in ((junit, "--junit"), (markdown, "--markdown")):
         if file:
             paths.output_file(file, field=option)
-    verdict = gate_mod.run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch,
-                                allow_noop_adapter=allow_noop_adapter)
+    verdict = run_gate(baseline, candidate, store=store, rules=rules, allow_base_mismatch=allow_base_mismatch,
+                       allow_noop_adapter=allow_noop_adapter)
     if out:
         verdict_writers.write_verdict_json(verdict, out / "verdict.json")
         verdict_writers.write_verdict_markdown(verdict, out / "verdict.md")
@@ -634,20 +634,18 @@ def main(argv: Optional[list] = None) -> None:
     except typer.Abort:
         _echo("aborted", err=True)
         code = 130
-    except Exception as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed (typer checks it by name, too)
-            code = 2
-        elif callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            # the parser's own errors (click's UsageError, BadParameter): one line instead of a box
+    except typer.TyperException as exc:  # the parser's errors (usage, bad parameter): one line, not a box
+        message = " ".join(exc.format_message().split())
+        if message:  # none when a group without its command printed its help
             ctx = getattr(exc, "ctx", None)
             hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-            _echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
-            code = exc.exit_code
-        elif debug:
+            _echo(f"error: {message}{hint}", err=True)
+        code = exc.exit_code
+    except Exception as exc:
+        if debug:
             raise
-        else:
-            message = " ".join(str(exc).split())[:300]
-            _echo(f"error: internal error, {type(exc).__name__}: {message} (a bug: run again with --debug for the "
-                  "traceback and report it)", err=True)
-            code = 2
+        message = " ".join(str(exc).split())[:300]
+        _echo(f"error: internal error, {type(exc).__name__}: {message} (a bug: run again with --debug for the "
+              "traceback and report it)", err=True)
+        code = 2
     sys.exit(code if isinstance(code, int) else 0)

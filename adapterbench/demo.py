@@ -34,7 +34,7 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     """Run the five steps into `out`; `limit` scores only the first N items of each task (a quick look)."""
     from adapterbench.config import load_train
     from adapterbench.datafiles import splitting
-    from adapterbench.harness import gate as gate_mod
+    from adapterbench.harness.gate import run_gate
     from adapterbench.harness import verdict_writers
     from adapterbench.harness import views
     from adapterbench.harness.evaluate import evaluate
@@ -80,8 +80,8 @@ def run_demo(out: Path, steps: int = 60, limit: int | None = None, echo=print) -
     echo("\n".join(f"     {path}" for path in written))
 
     echo("\n5/5  the gate: adapter (candidate) against the base (baseline), paired tests with Holm's correction")
-    verdict = gate_mod.run_gate(f"{evaluation['id']}:base", f"{evaluation['id']}:qa", store=store,
-                                warn=lambda message: echo(f"     warning: {message}"))
+    verdict = run_gate(f"{evaluation['id']}:base", f"{evaluation['id']}:qa", store=store,
+                       warn=lambda message: echo(f"     warning: {message}"))
     (out / "gate").mkdir()
     gate_files = [verdict_writers.write_verdict_json(verdict, out / "gate" / "verdict.json"),
                   verdict_writers.write_verdict_markdown(verdict, out / "gate" / "verdict.md"),

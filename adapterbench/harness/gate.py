@@ -47,12 +47,7 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
     from adapterbench.harness import stats
 
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
-    rules_file = None
-    if rules is None:
-        rules = GateConfig()
-    elif not isinstance(rules, GateConfig):
-        rules_file = str(rules)
-        rules = load_gate(rules)
+    rules, rules_file = load_rules(rules)
     refs = {side: [ref] if isinstance(ref, str) else list(ref)
             for side, ref in (("baseline", baseline_ref), ("candidate", candidate_ref))}
     for side, listed in refs.items():
@@ -71,8 +66,8 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
             note(f"{name} is given twice as a {side}: seeds must be separate runs")
     for name in (n for n in dict.fromkeys(names["baseline"]) if n in names["candidate"]):
         note(f"baseline and candidate are the same model ({name})")
-    base_metrics = task_metrics(*sides["baseline"][0])
-    cand_metrics = task_metrics(*sides["candidate"][0])
+    base_metrics = stored_metric_names(*sides["baseline"][0])
+    cand_metrics = stored_metric_names(*sides["candidate"][0])
     targets = rule_targets(rules, base_metrics, cand_metrics, rules_file)
     comparison = cmp.compare_sides(sides["baseline"], sides["candidate"], tasks={t["task"] for t in targets},
                                    metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
@@ -122,6 +117,15 @@ def _question_text(question: str, sides: dict) -> str:
             "all runs share); the interval is for these items, not a new test set.")
 
 
+def load_rules(rules: GateConfig | str | Path | None) -> tuple[GateConfig, str | None]:
+    """(the rules, the file they came from): a gate.yaml path is loaded, None means the defaults."""
+    if rules is None:
+        return GateConfig(), None
+    if isinstance(rules, GateConfig):
+        return rules, None
+    return load_gate(rules), str(rules)
+
+
 def describe_side(refs: list[str], runs: list[tuple[dict, str]]) -> dict:
     """A side of the verdict: the first run's ref, evaluation id and label (a one-seed side is just that), and
     every run under "runs"."""
@@ -168,7 +172,7 @@ def load_sides(refs: dict[str, list[str]], rules: GateConfig, store, rules_file,
     return {side: [out[side, i] for i in range(len(listed))] for side, listed in refs.items()}
 
 
-def task_metrics(evaluation: dict, label: str) -> dict[str, list[str]]:
+def stored_metric_names(evaluation: dict, label: str) -> dict[str, list[str]]:
     """{task: metric names} of one model, in the order its per-sample records list them."""
     out: dict[str, list[str]] = {}
     for sample in evaluation["samples"]:

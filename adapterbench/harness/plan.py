@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
-from adapterbench.config import GateConfig, load_gate
+from adapterbench.config import GateConfig
 from adapterbench.errors import UserError
 
 
@@ -31,12 +31,11 @@ def plan(baseline_refs: Sequence[str], candidate_refs: Sequence[str] = (), *, st
     se, mde, target, needed}]}.
     """
     from adapterbench.harness import compare as cmp
-    from adapterbench.harness import gate as gate_mod
+    from adapterbench.harness.gate import describe_side, load_rules, load_sides, rule_targets, stored_metric_names
 
     if not 0 < power < 1:
         raise UserError(f"power must be between 0 and 1, got {power}", field="--power")
-    rules_file = None if rules is None or isinstance(rules, GateConfig) else str(rules)
-    rules = GateConfig() if rules is None else rules if isinstance(rules, GateConfig) else load_gate(rules)
+    rules, rules_file = load_rules(rules)
     target_delta = None if delta is None else _parse_delta(delta)
     refs = {"baseline": list(baseline_refs), "candidate": list(candidate_refs)}
     for side, listed in refs.items():
@@ -46,10 +45,10 @@ def plan(baseline_refs: Sequence[str], candidate_refs: Sequence[str] = (), *, st
                                 "(adapterbench eval) and pass its label", field=f"--{side}")
     if not refs["baseline"]:
         raise UserError("no baseline given", field="--baseline")
-    sides = gate_mod.load_sides({k: v for k, v in refs.items() if v}, rules, store, rules_file)
-    base_metrics = gate_mod.task_metrics(*sides["baseline"][0])
-    cand_metrics = gate_mod.task_metrics(*sides["candidate"][0]) if "candidate" in sides else base_metrics
-    targets = gate_mod.rule_targets(rules, base_metrics, cand_metrics, rules_file)
+    sides = load_sides({k: v for k, v in refs.items() if v}, rules, store, rules_file)
+    base_metrics = stored_metric_names(*sides["baseline"][0])
+    cand_metrics = stored_metric_names(*sides["candidate"][0]) if "candidate" in sides else base_metrics
+    targets = rule_targets(rules, base_metrics, cand_metrics, rules_file)
     alone = "candidate" not in sides
     # Without a candidate, the baseline against itself gives each task's items, values and its own standard error,
     # doubled in variance for an independent peer (several seeds: the t-test's seed spread is already that).
@@ -79,8 +78,8 @@ def plan(baseline_refs: Sequence[str], candidate_refs: Sequence[str] = (), *, st
             "needed": None if not wanted else cmp.units_for_delta(row, wanted, alpha=target["alpha"], power=power)})
     if not rows:
         raise UserError("no task of the rules has per-sample records on both sides: nothing to plan")
-    return {"baseline": gate_mod.describe_side(refs["baseline"], sides["baseline"]),
-            "candidate": None if alone else gate_mod.describe_side(refs["candidate"], sides["candidate"]),
+    return {"baseline": describe_side(refs["baseline"], sides["baseline"]),
+            "candidate": None if alone else describe_side(refs["candidate"], sides["candidate"]),
             "question": rows[0]["question"], "assumed_independent": alone, "power": power,
             "delta": delta, "rows": rows}
 
