@@ -522,8 +522,8 @@ def tasks_list(suite: Path = typer.Argument(..., help="suite.yaml"),
 
 @tasks_app.command("types")
 def tasks_types(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
-    """The task types a suite may declare (`type:`): what each scores, the keys only it reads, its metrics (the
-    headline one first)."""
+    """The task types a suite may declare (`type:`): what each scores, the keys of its own (a task of another type
+    that sets one is refused; types that generate share max_new_tokens), its headline metric and its metrics."""
     from adapterbench import task_types, terminal
 
     rows = [{"type": t.name, "summary": t.summary,
@@ -532,7 +532,7 @@ def tasks_types(as_json: bool = typer.Option(False, "--json", help="Print as JSO
     if as_json:
         _echo(json.dumps(rows, indent=2), as_json=True)
         return
-    table = [["type", "scores", "own keys"]] + [[r["type"], r["summary"], ", ".join(r["keys"]) or "-"] for r in rows]
+    table = [["type", "scores", "its own keys"]] + [[r["type"], r["summary"], ", ".join(r["keys"]) or "-"] for r in rows]
     _echo("\n".join(terminal.table(table)))
 
 

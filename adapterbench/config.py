@@ -37,9 +37,8 @@ def _option_models() -> list[type[BaseModel]]:
     return [m for m in models if not any(other is not m and issubclass(other, m) for other in models)]
 
 
-class TaskConfig(Strict, *_option_models()):
-    """A task of suite.yaml: the keys every type reads are here; the keys of one type (labels, max_new_tokens, ...)
-    are declared by that type's module in adapterbench/task_types and join this schema."""
+class TaskKeys(Strict):
+    """The keys of suite.yaml every task type reads."""
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
     type: Literal[tuple(task_types.TYPES)]  # type: ignore[valid-type]
     data: Path
@@ -69,6 +68,11 @@ class TaskConfig(Strict, *_option_models()):
         if self.num_fewshot and self.fewshot_data is None:
             raise ValueError("num_fewshot > 0 needs 'fewshot_data' (a train file to draw examples from)")
         return self
+
+
+class TaskConfig(*_option_models(), TaskKeys):
+    """A task of suite.yaml: TaskKeys, then the keys of one type (labels, max_new_tokens, ...), declared by that
+    type's module in adapterbench/task_types (the bases come first so that the common keys are listed first)."""
 
 
 class SuiteConfig(Strict):

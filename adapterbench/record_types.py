@@ -51,7 +51,7 @@ class Score(TypedDict):
     task: str
     """The suite task, or "val" for a training run's validation loss."""
     metric: str
-    """lm-eval's metric name, with its filter after a comma when it is not "none" ("exact_match,strict-match")."""
+    """lm-eval's metric name, without its filter (evaluate keeps each metric's one filtered value)."""
     value: float
     """The aggregate; NaN where lm-eval gave NaN (SQLite keeps it as NULL, loaded back as NaN)."""
     stderr: float | None

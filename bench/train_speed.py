@@ -107,7 +107,7 @@ def compare(ours: dict, peer: dict) -> dict:
             "goals": GOALS, "met": met}
 
 
-def side_text(name: str, side: dict) -> str:
+def run_summary(name: str, side: dict) -> str:
     if "error" in side:
         return f"{name}: FAILED: {side['error']}\n  " + "\n  ".join(side.get("log_tail", []))
     return (f"{name}: {side['tokens_per_second']:.1f} tokens/s ({side['tokens']} tokens in {side['train_seconds']:.1f} "
@@ -133,12 +133,12 @@ def main() -> None:
     summary = {"machine": describe(), "steps_limit": args.steps}
     print(line(summary["machine"]), flush=True)
     summary["ours"] = run_ours(data, out, args.steps)
-    print(side_text("adapterbench train", summary["ours"]), flush=True)
+    print(run_summary("adapterbench train", summary["ours"]), flush=True)
     if not args.skip_peer:
         reuse = out / "peer" / "result.json"
         summary["peer"] = (json.loads(reuse.read_text()) if args.reuse_peer and reuse.is_file()
                            else run_peer(data, out, args.steps))
-        print(side_text(f"TRL SFTTrainer {summary['peer'].get('trl_version', '')}".rstrip(), summary["peer"]))
+        print(run_summary(f"TRL SFTTrainer {summary['peer'].get('trl_version', '')}".rstrip(), summary["peer"]))
         summary["comparison"] = compare(summary["ours"], summary["peer"])
         if summary["comparison"]:
             c = summary["comparison"]

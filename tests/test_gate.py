@@ -287,7 +287,6 @@ def test_two_seeds_per_side_of_one_config_pass_at_the_nominal_rate_where_one_see
     from scipy.stats import binom
 
     from adapterbench.config import GateConfig
-    from adapterbench.harness import gate as gate_mod
 
     rules = GateConfig(rules=[{"task": "t", "metric": "acc"}, {"task": "t", "metric": "rougeL_f1"}], iters=199)
     sims, n = 150, 1000
@@ -295,7 +294,7 @@ def test_two_seeds_per_side_of_one_config_pass_at_the_nominal_rate_where_one_see
     significant = {"checkpoints": 0, "recipes": 0}
     for _ in range(sims):
         runs = {e["id"]: e for e in _seed_evaluations(rng, n, 2, "a") + _seed_evaluations(rng, n, 2, "b")}
-        monkeypatch.setattr(gate_mod, "load_sides", lambda refs, *args: {
+        monkeypatch.setattr("adapterbench.harness.gate.load_sides", lambda refs, *args: {
             side: [(runs[ref], "m") for ref in listed] for side, listed in refs.items()})
         for question, base, cand in (("checkpoints", "a0", "b0"), ("recipes", ["a0", "a1"], ["b0", "b1"])):
             verdict = run_gate(base, cand, rules=rules, warn=lambda m: None)

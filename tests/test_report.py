@@ -186,10 +186,16 @@ def test_main_table_marks_best_and_significant_deltas(suite_path):
         1 for r in context["table"] if not r["detail"] and r["deltas"][HOSTILE_MODEL]["direction"] < 0) > 0
 
 
-def test_a_delta_without_an_interval_is_not_reported(suite_path, monkeypatch):
-    from adapterbench.harness import compare as compare_mod
+def test_a_suite_file_that_no_longer_loads_is_said_in_the_notes(tmp_path):
+    broken = tmp_path / "suite.yaml"
+    broken.write_text("name: s\ntasks:\n  - {name: t, type: multiple_choice, data: x.jsonl, labels: [a]}\n")
+    notes = build_context([make_evaluation(broken)], iters=50)["comparison_notes"]
+    assert any(n.startswith("the suite file no longer loads") and "'labels' is read by classification" in n
+               for n in notes), notes
 
-    real = compare_mod.compare
+
+def test_a_delta_without_an_interval_is_not_reported(suite_path, monkeypatch):
+    from adapterbench.harness.compare import compare as real
 
     def without_intervals(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -197,7 +203,7 @@ def test_a_delta_without_an_interval_is_not_reported(suite_path, monkeypatch):
             row["ci_low"] = row["ci_high"] = None
         return result
 
-    monkeypatch.setattr(compare_mod, "compare", without_intervals)
+    monkeypatch.setattr("adapterbench.harness.compare.compare", without_intervals)
     context = build_context([make_evaluation(suite_path)], iters=50)
     assert all(d is None for row in context["table"] for d in row["deltas"].values())
     page = render(context, "html")["report.html"]

@@ -102,7 +102,24 @@ def test_every_compiled_task_loads_in_lm_eval_with_its_declared_metrics(tmp_path
     facts = yaml.safe_load((tmp_path / "tasks" / "facts.yaml").read_text().replace("!function", ""))
     assert facts["metric_list"] == [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
                                      "ignore_case": True, "ignore_punctuation": True,
-                                     "regexes_to_ignore": ["^answer: *", r"^\s+|\s+$"]}]
+                                     "regexes_to_ignore": [r"^\s+|\s+$", "(?i)^answer: *", r"^\s+|\s+$"]}]
+
+
+@pytest.mark.parametrize("answer, options, right", [
+    (" The answer is: 42\n", {"ignore_patterns": ["^the answer is:? *"]}, True),  # pattern meets the first word
+    (" The answer is: 42\n", {"ignore_patterns": ["^the answer is:? *"], "ignore_case": False}, False),
+    ("PARIS \n", {}, True),
+    ("PARIS", {"ignore_case": False}, False),
+    ("42.", {"ignore_punctuation": True}, True),
+    ("42.", {}, False),
+])
+def test_exact_match_normalises_as_its_keys_say_through_lm_evals_metric(answer, options, right):
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    reference = {"PARIS \n": "Paris", "PARIS": "Paris"}.get(answer, "42")
+    [declared] = task_types.task_type("exact_match").metrics_of(task_of("exact_match", **options))
+    score = exact_match_hf_evaluate(predictions=[answer], references=[reference], **dict(declared.lm_eval_kwargs))
+    assert score["exact_match"] == float(right)
 
 
 def test_task_limit_compiles_only_the_first_items(tmp_path):

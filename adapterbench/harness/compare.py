@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Sequence
 from adapterbench import task_types
 from adapterbench.harness import stats
 from adapterbench.task_types.classification import label_slugs
-from adapterbench.tasks import metrics as task_metrics
+from adapterbench.tasks import metrics as metric_functions
 
 def aggregate(metric: str, items: Sequence, *, labels: Sequence[str] | None = None) -> float:
     """The task's own aggregation of per-sample `items` of `metric`, as its type declares it: corpus BLEU, lm-eval's
@@ -45,11 +45,11 @@ def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Se
     kind = task_types.metric(metric).aggregation
     if kind == "bleu":
         def value(items):
-            return task_metrics.bleu_corpus(items)
+            return metric_functions.bleu_corpus(items)
 
         def batched(items):
-            table = task_metrics.bleu_statistics(items)
-            return lambda weights: task_metrics.bleu_from_statistics(weights @ table)
+            table = metric_functions.bleu_statistics(items)
+            return lambda weights: metric_functions.bleu_from_statistics(weights @ table)
     elif kind in ("perplexity", "bits_per_byte"):
         def value(items):
             return float(_perplexity(kind, sum(i[0] for i in items), sum(i[1] for i in items)))
@@ -62,8 +62,8 @@ def aggregator(metric: str, labels: Sequence[str] | None = None) -> Callable[[Se
 
         def value(items):
             if index is not None:
-                return task_metrics.per_class(score, index)(items)
-            average = task_metrics.f1_macro if score == "f1_macro" else task_metrics.f1_weighted
+                return metric_functions.per_class(score, index)(items)
+            average = metric_functions.f1_macro if score == "f1_macro" else metric_functions.f1_weighted
             return average(items, _n_labels(items, labels))
 
         def batched(items):
@@ -92,7 +92,7 @@ def compare_sides(baselines: Side, candidates: Side, *, tasks: Iterable[str] | N
                   metrics: Iterable[str] | None = None, iters: int = stats.PAIRED_ITERS, seed: int = 0,
                   confidence: float = 0.95) -> dict:
     """Compare the candidate side with the baseline side, each one or more (evaluation, label) runs (evaluations
-    as store.load_evaluation(..., with_samples=True) gives them), on the items every run answered, paired by
+    as database.load_evaluation(..., with_samples=True) gives them), on the items every run answered, paired by
     (task, doc_hash).
 
     Returns {"rows": [...], "unmatched": {task: {"only_baseline", "only_candidate", "shared"}} (item counts),

@@ -43,7 +43,7 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
     status: "regressed" if any row regressed, else "incomplete" if any is missing, else "passed" (exit 1 / 2 / 0).
     Partial overlaps and other caveats go to `warnings` and to `warn` (default: stderr).
     """
-    from adapterbench.harness import compare as cmp
+    from adapterbench.harness.compare import compare_sides
     from adapterbench.harness import stats
 
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -69,9 +69,9 @@ def run_gate(baseline_ref: str | Sequence[str], candidate_ref: str | Sequence[st
     base_metrics = stored_metric_names(*sides["baseline"][0])
     cand_metrics = stored_metric_names(*sides["candidate"][0])
     targets = rule_targets(rules, base_metrics, cand_metrics, rules_file)
-    comparison = cmp.compare_sides(sides["baseline"], sides["candidate"], tasks={t["task"] for t in targets},
-                                   metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
-                                   confidence=rules.confidence)
+    comparison = compare_sides(sides["baseline"], sides["candidate"], tasks={t["task"] for t in targets},
+                               metrics={t["metric"] for t in targets}, iters=rules.iters, seed=rules.seed,
+                               confidence=rules.confidence)
     found = {(r["task"], r["metric"]): r for r in comparison["rows"]}
     for task, counts in comparison["unmatched"].items():
         if counts["only_baseline"] or counts["only_candidate"]:

@@ -117,7 +117,7 @@ def format_plan(result: dict) -> str:
         table.append(cells)
     from adapterbench import terminal
     from adapterbench.harness.verdict_writers import side_text
-    
+
     sides = [f"baseline:  {side_text(result['baseline'])}"]
     if result["candidate"]:
         sides.append(f"candidate: {side_text(result['candidate'])}")

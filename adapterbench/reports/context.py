@@ -20,7 +20,7 @@ ALPHA = 0.05  # a delta is marked significant when its Holm-adjusted p-value is 
 
 def build_context(evaluations: list[dict], train_runs=(), *, reference: str | None = None, max_answers: int = 10,
                   command: str | None = None, iters: int = 2000, seed: int = 0) -> dict:
-    """The report's content. `evaluations` as `store.load_evaluation` returns them (with samples); `train_runs`:
+    """The report's content. `evaluations` as `database.load_evaluation` returns them (with samples); `train_runs`:
     training run dirs; `reference`: the model deltas are taken against (a label, `EVAL_ID:LABEL`, or by default the
     first evaluation's base); `max_answers`: the cap on answers shown per list."""
     if max_answers < 0:
@@ -28,7 +28,8 @@ def build_context(evaluations: list[dict], train_runs=(), *, reference: str | No
     models = _models(evaluations)
     scored = [m for m in models if any(s["label"] == m["label"] for s in m["evaluation"]["scores"])]
     ref = _reference_model(scored, reference)
-    suites = {e["suite"].get("path"): _load_suite(e["suite"].get("path")) for e in evaluations}
+    suite_notes: list[str] = []
+    suites = {e["suite"].get("path"): _load_suite(e["suite"].get("path"), suite_notes) for e in evaluations}
     suite_types = {t.name: t.type for suite in suites.values() if suite for t in suite.tasks}
     task_labels = {t.name: list(t.labels) for suite in suites.values() if suite for t in suite.tasks if t.labels}
     comparisons = _comparisons(ref, scored, iters=iters, seed=seed)
@@ -45,7 +46,7 @@ def build_context(evaluations: list[dict], train_runs=(), *, reference: str | No
         "scored": [m["key"] for m in scored],
         "reference": ref["key"] if ref else None,
         "candidates": [m["key"] for m in scored if ref and m["key"] != ref["key"]],
-        "comparison_notes": [note for c in comparisons.values() for note in c["notes"]],
+        "comparison_notes": [*suite_notes, *(note for c in comparisons.values() for note in c["notes"])],
         "table": table,
         "tasks": tasks,
         "training": _training(runs),
@@ -431,15 +432,18 @@ def _training(runs: list[dict]) -> dict | None:
 
 # --- data and environment ------------------------------------------------------------------------------------------
 
-def _load_suite(path):
-    """The suite file the evaluation ran, when it is still there and valid (labels, task types, data files)."""
+def _load_suite(path, notes: list[str]):
+    """The suite file the evaluation ran, when it is still there and valid (labels, task types, data files); one
+    that no longer loads adds a note saying why, since the report then guesses task types from metric names."""
     from adapterbench.config import load_suite
 
     if not path or not Path(path).is_file():
         return None
     try:
         return load_suite(path)
-    except UserError:
+    except UserError as err:
+        notes.append(f"the suite file no longer loads ({err}): task types and labels are read from the stored "
+                     "metric names, and its leakage reports are not shown")
         return None
 
 

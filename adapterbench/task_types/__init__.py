@@ -9,8 +9,9 @@ from adapterbench.task_types import (classification, exact_match, generation, mu
                                      multiple_choice_generate, perplexity)
 from adapterbench.task_types.spec import Metric, TaskType
 
-# Order matters where metric names alone must tell a type (type_of) or a headline metric (primary_metric): a
-# classification task also has acc, so it is asked before the multiple-choice types.
+# Order matters where a name is looked up across types: metric() takes the first declaration (the test that every
+# name means the same everywhere makes that safe) and primary_metric's fallback prefers earlier types' headlines (a
+# classification task also has acc, and its headline is f1_macro).
 TYPES: dict[str, TaskType] = {t.name: t for t in (
     classification.TYPE, multiple_choice.TYPE, multiple_choice_generate.TYPE, generation.TYPE, exact_match.TYPE,
     perplexity.TYPE)}

@@ -65,7 +65,7 @@ class TaskType:
 
     name: str
     summary: str  # one line, for `adapterbench tasks types` and errors
-    data_kind: str  # the record kind its data file holds (data.read_records)
+    data_kind: str  # the record kind its data file holds (datafiles.reading.read_records)
     prompt: Callable[[Any], dict]  # task -> lm-eval's output_type, doc_to_text, doc_to_target (, doc_to_choice)
     doc: Callable[[Any, dict], dict]  # (task, normalized record) -> the lm-eval doc (id and content fields)
     metrics: tuple[Metric, ...]  # the metrics every task of the type reports, in report order
