@@ -1,6 +1,6 @@
 """Escape rules, one per output format: untrusted text (labels, task names, prompts, answers, notes) as Markdown,
-LaTeX, XML or a spreadsheet's CSV cell that shows literally and acts on nothing. Acting characters are shown as [U+XXXX] (untrusted.visible)
-or, in LaTeX, as the code points pdflatex cannot print."""
+LaTeX, XML or a spreadsheet's CSV cell that shows literally and acts on nothing. Acting characters are shown as
+[U+XXXX] (untrusted.visible) or, in LaTeX, as the code points pdflatex cannot print."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from adapterbench.tasks import metrics as metric_functions
 
 def aggregate(metric: str, items: Sequence, *, labels: Sequence[str] | None = None) -> float:
     """The task's own aggregation of per-sample `items` of `metric`, as its type declares it: corpus BLEU, lm-eval's
-    weighted perplexity and bits per byte, macro/weighted/per-class F1 over (gold, pred) items, or the mean. Per-class metrics
-    (precision_<slug>, recall_<slug>, f1_<slug>) need the task's `labels` (see label_slugs); with labels, macro and
-    weighted F1 count every label, even one absent from these items."""
+    weighted perplexity and bits per byte, macro/weighted/per-class F1 over (gold, pred) items, or the mean.
+    Per-class metrics (precision_<slug>, recall_<slug>, f1_<slug>) need the task's `labels` (see label_slugs); with
+    labels, macro and weighted F1 count every label, even one absent from these items."""
     return aggregator(metric, labels)(list(items))
 
 

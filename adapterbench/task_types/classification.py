@@ -17,8 +17,9 @@ from adapterbench.task_types.spec import GenerateOptions, Metric, TaskType, hook
 PROMPT = ("{% if context %}Context: {{context}}\n{% endif %}Text: {{text}}\n"
           "Label ({{ verbalizers | join(', ') }}):")
 PER_CLASS_KINDS = ("precision", "recall", "f1")
+ACCURACIES = (Metric("acc", binary=True), UNPARSEABLE_RATE)
 AVERAGES = (Metric("f1_macro", "f1_macro"), Metric("f1_weighted", "f1_weighted"))
-METRICS = (Metric("acc", binary=True), UNPARSEABLE_RATE, *AVERAGES)
+METRICS = (*ACCURACIES, *AVERAGES)
 
 
 class Options(GenerateOptions):
@@ -85,10 +86,9 @@ def match_metric(name: str) -> Optional[Metric]:
 def task_metrics(task) -> list[Metric]:
     hook = hook_name(task.name)
     averages = [replace(m, lm_eval_aggregation=f"utils.{hook}_{m.name}") for m in AVERAGES]
-    per_class = [Metric(f"{kind}_{label_slug(label)}", "per_class", detail=True,
-                        lm_eval_aggregation=f"utils.{hook}_{kind}_{label_slug(label)}")
-                 for label in task.labels for kind in PER_CLASS_KINDS]
-    return [*METRICS[:2], *averages, *per_class]
+    names = [f"{kind}_{label_slug(label)}" for label in task.labels for kind in PER_CLASS_KINDS]
+    per_class = [replace(match_metric(name), lm_eval_aggregation=f"utils.{hook}_{name}") for name in names]
+    return [*ACCURACIES, *averages, *per_class]
 
 
 def utils(task) -> list[str]:

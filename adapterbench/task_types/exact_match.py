@@ -3,6 +3,7 @@ normalisation; lm-eval's own exact_match metric scores it, so the normalisation 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from pydantic import field_validator
@@ -27,8 +28,6 @@ class Options(GenerateOptions):
     @field_validator("ignore_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        import re
-
         for pattern in patterns:
             try:
                 re.compile(pattern)
