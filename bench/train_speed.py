@@ -1,8 +1,9 @@
 """Benchmark: QLoRA training speed and memory, `adapterbench train` against TRL's `SFTTrainer` (bench/trl_sft_peer.py),
 each in its own process so that peak RSS is per side. Reports training tokens/s (non-padding input tokens over the
 training loop's wall time, model loading excluded) and the ratio ours/TRL (goal >= 4), peak RSS and the ratio
-ours/TRL (goal <= 0.7), and the final loss of each (mean of the last 10 per-step training losses) with their relative
-difference (goal within 2%).
+ours/TRL (goal <= 0.7), and the final loss of each with their relative difference (goal within 2%): each trained
+adapter's mean loss over the whole training set after training, on the same examples (bench/training_set_loss.py,
+in a process of its own after both runs).
 
 Workload (skipped cleanly when ../shared/data is absent): the default model (SmolLM2-135M-Instruct) in NF4 with double
 quantization, bf16 compute; LoRA r=16, alpha=16, dropout 0.05 on all linear layers; the 175 Self-Instruct seed tasks
@@ -47,10 +48,6 @@ def write_data(out: Path) -> Path:
     return path
 
 
-def final_loss(losses: list[float]) -> float | None:
-    return sum(losses[-10:]) / len(losses[-10:]) if losses else None
-
-
 def run_ours(data: Path, out: Path, steps: int | None) -> dict:
     ours = out / "ours"
     shutil.rmtree(ours / "run", ignore_errors=True)
@@ -75,14 +72,16 @@ def run_ours(data: Path, out: Path, steps: int | None) -> dict:
     losses = [float(x["train_loss"]) for x in lines if "step" in x and "train_loss" in x]
     return {"tokens": stats["tokens_seen"], "train_seconds": stats["train_seconds"],
             "tokens_per_second": stats["tokens_per_second"], "peak_rss_mb": stats["peak_rss_mb"],
-            "steps": stats["steps"], "final_loss": final_loss(losses), "losses": losses}
+            "steps": stats["steps"], "losses": losses, "adapter": str(ours / "run" / "adapter")}
 
 
 def run_peer(data: Path, out: Path, steps: int | None) -> dict:
     peer = out / "peer"
     peer.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(REPO / "bench" / "trl_sft_peer.py"), "--data", str(data),
-           "--output-dir", str(peer / "trainer")] + (["--max-steps", str(steps)] if steps else [])
+    adapter = peer / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
+    cmd = [sys.executable, str(REPO / "bench" / "trl_sft_peer.py"), "--data", str(data), "--output-dir",
+           str(peer / "trainer"), "--save-adapter", str(adapter)] + (["--max-steps", str(steps)] if steps else [])
     log = peer / "train.log"
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=ENV)
@@ -90,13 +89,27 @@ def run_peer(data: Path, out: Path, steps: int | None) -> dict:
     if proc.returncode != 0 or not lines:
         return {"error": f"trl_sft_peer.py exited {proc.returncode}; see {log}",
                 "log_tail": log.read_text(errors="replace").strip().splitlines()[-5:]}
-    result = json.loads(lines[-1])
+    result = {**json.loads(lines[-1]), "adapter": str(adapter)}
     (peer / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
+def add_final_losses(data: Path, sides: list[dict]) -> None:
+    """Each side's final_loss: its adapter's mean loss over the whole training set (bench/training_set_loss.py)."""
+    sides = [side for side in sides if "error" not in side and "adapter" in side]
+    if not sides:
+        return
+    cmd = [sys.executable, str(REPO / "bench" / "training_set_loss.py"), "--data", str(data)]
+    proc = subprocess.run(cmd + [side["adapter"] for side in sides], stdout=subprocess.PIPE, text=True, env=ENV)
+    if proc.returncode != 0:
+        raise SystemExit(f"training_set_loss.py exited {proc.returncode}")
+    losses = json.loads(proc.stdout.splitlines()[-1])
+    for side in sides:
+        side["final_loss"] = losses[side["adapter"]]["loss"]
+
+
 def compare(ours: dict, peer: dict) -> dict:
-    if "error" in ours or "error" in peer:
+    if "final_loss" not in ours or "final_loss" not in peer:  # a side failed (or a reused peer run has no adapter)
         return {}
     speedup = ours["tokens_per_second"] / peer["tokens_per_second"]
     rss_ratio = ours["peak_rss_mb"] / peer["peak_rss_mb"]
@@ -111,7 +124,8 @@ def run_summary(name: str, side: dict) -> str:
     if "error" in side:
         return f"{name}: FAILED: {side['error']}\n  " + "\n  ".join(side.get("log_tail", []))
     return (f"{name}: {side['tokens_per_second']:.1f} tokens/s ({side['tokens']} tokens in {side['train_seconds']:.1f} "
-            f"s, {side['steps']} steps), peak RSS {side['peak_rss_mb']:.0f} MB, final loss {side['final_loss']:.4f}")
+            f"s, {side['steps']} steps), peak RSS {side['peak_rss_mb']:.0f} MB"
+            + (f", final loss over the training set {side['final_loss']:.4f}" if "final_loss" in side else ""))
 
 
 def main() -> None:
@@ -133,11 +147,13 @@ def main() -> None:
     summary = {"machine": describe(), "steps_limit": args.steps}
     print(line(summary["machine"]), flush=True)
     summary["ours"] = run_ours(data, out, args.steps)
-    print(run_summary("adapterbench train", summary["ours"]), flush=True)
     if not args.skip_peer:
         reuse = out / "peer" / "result.json"
         summary["peer"] = (json.loads(reuse.read_text()) if args.reuse_peer and reuse.is_file()
                            else run_peer(data, out, args.steps))
+    add_final_losses(data, [summary[side] for side in ("ours", "peer") if side in summary])
+    print(run_summary("adapterbench train", summary["ours"]), flush=True)
+    if not args.skip_peer:
         print(run_summary(f"TRL SFTTrainer {summary['peer'].get('trl_version', '')}".rstrip(), summary["peer"]))
         summary["comparison"] = compare(summary["ours"], summary["peer"])
         if summary["comparison"]:

@@ -12,7 +12,7 @@ constant LR 2e-4, grad-norm clip 0.3, batch 4, 1 epoch, seed 0, gradient checkpo
 TRL is a benchmark-only dependency (not in pyproject.toml), installed under the project's pins:
 
     .venv/bin/pip install -c constraints.txt trl          # trl 1.16.0 with transformers 5.23.0, peft 0.21.2
-    .venv/bin/python bench/trl_sft_peer.py [--data FILE.jsonl] [--max-steps N] [--output-dir DIR]
+    .venv/bin/python bench/trl_sft_peer.py [--data FILE.jsonl] [--max-steps N] [--output-dir DIR] [--save-adapter DIR]
 
 --data takes the seed tasks file (instruction + instances[0].input/output) or a JSONL of instruction/input/output
 records; the default is ../shared/data/self_instruct_seed_tasks.jsonl.
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SEED_TASKS)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (smoke run)")
     parser.add_argument("--output-dir", type=Path, default=None, help="Trainer's output_dir (nothing is saved)")
+    parser.add_argument("--save-adapter", type=Path, default=None,
+                        help="save the trained adapter here (a PEFT dir), for bench/training_set_loss.py")
     args = parser.parse_args()
     if not args.data.is_file():
         print(f"skipped: {args.data} is not present", file=sys.stderr)
@@ -114,6 +116,8 @@ def main() -> None:
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
+    if args.save_adapter:
+        trainer.model.save_pretrained(str(args.save_adapter))
 
     logs = [entry for entry in trainer.state.log_history if "loss" in entry and "step" in entry]
     losses = [float(entry["loss"]) for entry in logs]
@@ -125,7 +129,7 @@ def main() -> None:
     print(json.dumps({
         "tokens": tokens, "train_seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "steps": trainer.state.global_step, "final_loss": sum(losses[-10:]) / len(losses[-10:]), "losses": losses,
+        "steps": trainer.state.global_step, "losses": losses,
         "trl_version": trl.__version__, "examples": len(lengths), "dataset_tokens": sum(lengths),
         "trl_num_tokens": seen, **masks, "torch_threads": torch.get_num_threads()}))
 

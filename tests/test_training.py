@@ -6,6 +6,8 @@ canonically."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -479,3 +481,22 @@ def test_peak_memory_is_read_in_the_unit_each_platform_reports():
         status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
         peak = rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         assert peak == pytest.approx(int(status["VmHWM"].split()[0]) / 1024, rel=0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_step_memory_goes_back_to_the_os():
+    from adapterbench.training.loop import _malloc_trim, return_freed_memory
+
+    if _malloc_trim() is None:
+        pytest.skip("this libc has no malloc_trim")
+
+    def rss_mb_now() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    blocks = [bytearray(b"x" * 100_000) for _ in range(2000)]  # 200 MB under the mmap threshold: on the heap
+    pinned = bytearray(100_000)  # the heap's top stays in use, so glibc cannot just shrink it
+    held = rss_mb_now()
+    del blocks
+    return_freed_memory()
+    assert rss_mb_now() < held - 150
+    del pinned

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -205,6 +206,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
             raise diverged("the adapter weights became NaN/inf", state["step"] + 1, run_dir)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        return_freed_memory()
         state["step"] += 1
         train_seconds += time.time() - step_start
 
@@ -381,6 +383,25 @@ def autocast_bf16(config: TrainConfig) -> bool:
     from adapterbench.adapters.models import resolve_dtype
 
     return resolve_dtype(config.dtype) == torch.bfloat16
+
+
+def return_freed_memory() -> None:
+    """Hand the memory a step freed back to the OS. glibc keeps freed activation memory in its heap, where batches
+    of other shapes fragment it, so without this the RSS grows step after step (bench/RESULTS.md: the training
+    benchmark's peak RSS 15 % lower, tokens/s unchanged). Elsewhere than glibc there is nothing to call."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):  # macOS and musl have no malloc_trim; Windows no CDLL(None)
+        return None
 
 
 def seed_everything(seed: int) -> None:
