@@ -2,7 +2,8 @@
 whole training set, after training, on the same examples for every adapter (the instruction records through the
 chat template, loss on the response only, max length 256: what both sides trained on). Each adapter goes on the NF4
 base with PEFT's own `PeftModel.from_pretrained` and is scored by the model's own forward in eval mode (no dropout),
-bf16 autocast as in training. Prints ONE JSON line {adapter dir: loss} on stdout.
+bf16 autocast as in training; the base loads once and each adapter is taken off again (adapterbench's `attached`).
+Prints ONE JSON line {adapter dir: loss} on stdout.
 
     .venv/bin/python bench/training_set_loss.py --data FILE.jsonl ADAPTER_DIR [ADAPTER_DIR ...]
 """
@@ -52,16 +53,15 @@ def main() -> None:
     parser.add_argument("adapters", type=Path, nargs="+")
     args = parser.parse_args()
 
-    from peft import PeftModel
-
+    from adapterbench.adapters.attach import attached
     from adapterbench.adapters.models import load_model
 
+    base, tokenizer = load_model("default", dtype="bf16", quant="nf4")
+    rows = examples(args.data, tokenizer)
     result = {}
     for adapter in args.adapters:
-        base, tokenizer = load_model("default", dtype="bf16", quant="nf4")
-        model = PeftModel.from_pretrained(base, str(adapter)).eval()
-        rows = examples(args.data, tokenizer)
-        loss, tokens = mean_loss(model, rows, tokenizer.pad_token_id)
+        with attached(base, adapter) as model:  # PEFT's own from_pretrained, in eval mode
+            loss, tokens = mean_loss(model, rows, tokenizer.pad_token_id)
         result[str(adapter)] = {"loss": round(loss, 5), "examples": len(rows), "supervised_tokens": tokens}
         print(f"{adapter}: {loss:.4f} over {tokens} supervised tokens of {len(rows)} examples", file=sys.stderr)
     print(json.dumps(result))
