@@ -1,58 +1,96 @@
-"""The trainer's LoRA dropout: nn.Dropout's contract (rate, scale, gradient, eval identity, seeding) at a quarter of
-the random draws."""
+"""The trainer's LoRA dropout fused into LoRA-A: nn.Dropout's contract (rate, scale, eval identity, seeding) at a
+quarter of the random draws, and the same output and gradients, bit for bit, as autograd on the unfused pair."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
-from adapterbench.training.dropout import FastDropout, use_fast_lora_dropout
+from adapterbench.training.dropout import DroppedLinear, draw_drop_mask, use_fast_lora_dropout
+
+
+def dropped_linear(p: float, in_features: int = 11, out_features: int = 4) -> DroppedLinear:
+    return DroppedLinear(torch.nn.Linear(in_features, out_features, bias=False), p).train()
 
 
 def test_drops_at_rate_p_and_keeps_the_expected_value():
     torch.manual_seed(0)
-    x = torch.ones(400_000)
-    out = FastDropout(0.05).train()(x)
-    dropped = (out == 0).float().mean().item()
-    assert dropped == pytest.approx(0.05, abs=0.002)
+    drop = draw_drop_mask(torch.Size([400_000]), dropped_linear(0.05).threshold, torch.device("cpu"))
+    assert drop.float().mean().item() == pytest.approx(0.05, abs=0.002)
+    layer = dropped_linear(0.05, in_features=1, out_features=1)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        out = layer(torch.ones(400_000, 1))
     assert out.mean().item() == pytest.approx(1.0, abs=0.005)
     assert torch.allclose(out[out != 0], torch.full_like(out[out != 0], 1 / (1 - 0.05)), rtol=1e-4)
 
 
-def test_gradient_flows_only_through_kept_elements_scaled():
-    torch.manual_seed(1)
-    x = torch.randn(3, 7, 11, requires_grad=True)
-    out = FastDropout(0.3).train()(x)
-    out.sum().backward()
-    kept = out.detach() != 0
-    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / (1 - FastDropout(0.3).p)))
-    assert torch.all(x.grad[~kept] == 0)
-    assert 0 < (~kept).sum() < kept.numel()
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_output_and_gradients_equal_the_unfused_dropout_then_linear_bit_for_bit(autocast):
+    layer = dropped_linear(0.3, in_features=96, out_features=16)
+    x = torch.randn(2, 33, 96, dtype=torch.bfloat16 if autocast else torch.float32, requires_grad=True)
+    grad_out = torch.randn(2, 33, 16)
+
+    def run(fused: bool):
+        x.grad = layer.weight.grad = None
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if fused:
+                out = layer(x)
+            else:
+                drop = draw_drop_mask(x.shape, layer.threshold, x.device)
+                out = F.linear(torch.where(drop, 0, x * (1 / (1 - layer.p))), layer.weight)
+        out.backward(grad_out.to(out.dtype))
+        return out.detach(), x.grad.clone(), layer.weight.grad.clone(), torch.rand(1)
+
+    fused, reference = run(True), run(False)
+    for mine, theirs in zip(fused, reference):  # the last: the generator is left where the unfused draw leaves it
+        assert mine.dtype == theirs.dtype and torch.equal(mine, theirs)
+    assert 0 < (fused[1] == 0).sum() < x.numel()  # some inputs dropped, not all
 
 
-def test_eval_mode_and_p_zero_are_the_identity():
-    x = torch.randn(5, 9)
-    assert FastDropout(0.5).eval()(x) is x
-    assert FastDropout(0.0).train()(x) is x
+def test_an_input_without_gradient_still_trains_the_weight():
+    layer = dropped_linear(0.2)
+    layer(torch.randn(5, 11)).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_eval_mode_and_p_zero_are_the_plain_linear():
+    x = torch.randn(5, 11)
+    for layer in (dropped_linear(0.5).eval(), dropped_linear(0.0)):
+        assert torch.equal(layer(x), F.linear(x, layer.weight))
 
 
 def test_same_seed_same_mask_and_odd_sizes_work():
+    layer = dropped_linear(0.4, in_features=3)
     x = torch.randn(2, 5, 3)  # 30 elements: not a multiple of the 4 masks per 64-bit draw
     torch.manual_seed(7)
-    first = FastDropout(0.4).train()(x)
+    first = layer(x)
     torch.manual_seed(7)
-    second = FastDropout(0.4).train()(x)
-    assert torch.equal(first, second)
-    assert first.shape == x.shape
+    assert torch.equal(first, layer(x)) and first.shape == (2, 5, 4)
 
 
-def test_every_lora_dropout_of_a_peft_model_is_swapped(tiny_model_dir):
+def test_every_lora_dropout_of_a_peft_model_is_fused_and_the_saved_adapter_is_unchanged(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     tiny_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = get_peft_model(tiny_model, LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM"))
+                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+    ids = torch.tensor([[3, 5, 7, 9, 11]])
+    eval_logits = model.eval()(input_ids=ids).logits
+    before = {name: param.clone() for name, param in model.state_dict().items()}
     layers = tiny_model.config.num_hidden_layers
     assert use_fast_lora_dropout(model) == 2 * layers
-    dropouts = [m for m in model.modules() if isinstance(m, FastDropout)]
-    assert len(dropouts) == 2 * layers and all(d.p == pytest.approx(0.1, abs=1e-4) for d in dropouts)
+    fused = [m for m in model.modules() if isinstance(m, DroppedLinear)]
+    assert len(fused) == 2 * layers and all(m.p == pytest.approx(0.1, abs=1e-4) for m in fused)
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert all(m.weight.requires_grad for m in fused)
+    assert torch.equal(model.eval()(input_ids=ids).logits, eval_logits)
+    torch.manual_seed(0)
+    first = model.train()(input_ids=ids).logits
+    torch.manual_seed(1)
+    assert not torch.equal(first, model(input_ids=ids).logits)  # PEFT's forward goes through the fused dropout
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_model.safetensors").is_file()
