@@ -5,7 +5,13 @@ Workload (from ../shared/data; skipped cleanly when absent): 100 four-choice MML
 50 d2l paragraphs of 80-120 words (perplexity), 30 Self-Instruct seed tasks (greedy generation, 48 new tokens).
 Adapters: random LoRA, r=8, all linear layers. Both sides run the same generated lm-eval YAML with the chat template.
 
-    .venv/bin/python bench/eval_speed.py [--skip-peer] [--out bench/out/eval]
+    .venv/bin/python bench/eval_speed.py [--dtype float32] [--skip-peer | --reuse-peer] [--reuse-ours]
+                                         [--peer-models K] [--out bench/out/eval]
+
+--reuse-peer compares with the last peer run of that dtype (OUT/peer-DTYPE.json) instead of running lm-eval again,
+--reuse-ours with the last adapterbench run (OUT/ours-DTYPE.json). --peer-models K runs the lm-eval CLI for the first K
+of the 5 models only (base first), where it would take an hour (fp32 on an AVX2-only CPU); the speed-up is then per
+model: (peer seconds / K) / (adapterbench seconds / 5).
 """
 
 from __future__ import annotations
@@ -85,11 +91,12 @@ def run_ours(suite: Path, adapters: dict[str, Path], out: Path, dtype: str) -> t
     seconds = timed(cmd, out / f"ours-{dtype}.log")
     text = (out / f"ours-{dtype}.log").read_text()
     printed = json.loads(text[text.index('{\n  "eval_id"'):])
-    result.write_text(json.dumps(printed, indent=2))
+    result.write_text(json.dumps({**printed, "bench_seconds": seconds}, indent=2))
     return seconds, printed["results"]
 
 
-def run_peer(suite: Path, adapters: dict[str, Path], out: Path, dtype: str) -> tuple[float, dict]:
+def run_peer(suite: Path, adapters: dict[str, Path], out: Path, dtype: str, models: int) -> tuple[float, dict]:
+    """The lm-eval CLI once per model, for the first `models` of base + adapters."""
     from adapterbench.adapters.models import resolve_model
     from adapterbench.config import load_suite
     from adapterbench.tasks.compile import build_suite
@@ -98,7 +105,7 @@ def run_peer(suite: Path, adapters: dict[str, Path], out: Path, dtype: str) -> t
     build_suite(load_suite(suite), task_dir)
     base = resolve_model("default")
     seconds, results = 0.0, {}
-    for label, adapter in {"base": None, **adapters}.items():
+    for label, adapter in list({"base": None, **adapters}.items())[:models]:
         model_args = f"pretrained={base},dtype={dtype}" + (f",peft={adapter}" if adapter else "")
         output = out / f"peer-{dtype}-{label}"
         cmd = [str(BIN / "lm_eval"), "--model", "hf", "--model_args", model_args, "--include_path", str(task_dir),
@@ -114,7 +121,7 @@ def run_peer(suite: Path, adapters: dict[str, Path], out: Path, dtype: str) -> t
 
 def max_relative_difference(ours: dict, peer: dict) -> float:
     worst = 0.0
-    for label, tasks in peer.items():
+    for label, tasks in peer.items():  # the models both sides scored
         for task, metrics in tasks.items():
             for metric, value in metrics.items():
                 mine = ours[label][task][metric]
@@ -127,6 +134,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "eval")
     parser.add_argument("--skip-peer", action="store_true", help="time adapterbench only")
+    parser.add_argument("--reuse-peer", action="store_true",
+                        help="compare with the last peer run of this dtype (OUT/peer-DTYPE.json) instead of a new one")
+    parser.add_argument("--reuse-ours", action="store_true",
+                        help="time the last adapterbench run of this dtype (OUT/ours-DTYPE.json) instead of a new one")
+    parser.add_argument("--peer-models", type=int, default=5, choices=range(1, 6),
+                        help="run the lm-eval CLI for the first K models only; the speed-up is then per model")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -138,15 +151,28 @@ def main() -> None:
     print(line(machine))
     suite, adapters = prepare(args.out)
     ours_dtype = {"bfloat16": "bf16", "float32": "fp32"}[args.dtype]
-    ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype)
-    print(f"adapterbench eval ({args.dtype}): {ours_seconds:.1f} s")
+    saved_ours = args.out / f"ours-{ours_dtype}.json"
+    if args.reuse_ours and saved_ours.is_file():
+        printed = json.loads(saved_ours.read_text())
+        ours_seconds, ours = printed["bench_seconds"], printed["results"]
+    else:
+        ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype)
+    print(f"adapterbench eval ({args.dtype}): {ours_seconds:.1f} s for 5 models")
     summary = {"dtype": args.dtype, "adapterbench_seconds": round(ours_seconds, 1), "machine": machine}
     if not args.skip_peer:
-        peer_seconds, peer = run_peer(suite, adapters, args.out, args.dtype)
-        summary.update(peer_seconds=round(peer_seconds, 1), speedup=round(peer_seconds / ours_seconds, 2),
+        saved = args.out / f"peer-{args.dtype}.json"
+        summary["peer_reused"] = args.reuse_peer and saved.is_file()
+        if summary["peer_reused"]:
+            peer_seconds, peer = json.loads(saved.read_text()).values()
+        else:
+            peer_seconds, peer = run_peer(suite, adapters, args.out, args.dtype, args.peer_models)
+            saved.write_text(json.dumps({"seconds": peer_seconds, "results": peer}, indent=2))
+        speedup = (peer_seconds / len(peer)) / (ours_seconds / (1 + len(adapters)))
+        summary.update(peer_seconds=round(peer_seconds, 1), peer_models=len(peer),
+                       speedup_per_model=round(speedup, 2),
                        max_relative_metric_difference=max_relative_difference(ours, peer))
-        print(f"lm-eval CLI, once per model ({args.dtype}): {peer_seconds:.1f} s")
-        print(f"speed-up: {peer_seconds / ours_seconds:.2f}x; largest relative metric difference "
+        print(f"lm-eval CLI, once per model ({args.dtype}): {peer_seconds:.1f} s for {len(peer)} models")
+        print(f"speed-up per model: {speedup:.2f}x; largest relative metric difference "
               f"{summary['max_relative_metric_difference']:.2e}")
     (args.out / f"summary-{args.dtype}.json").write_text(json.dumps(summary, indent=2))
 

@@ -6,12 +6,14 @@ adapter's mean loss over the whole training set after training, on the same exam
 in a process of its own after both runs).
 
 Workload (skipped cleanly when ../shared/data is absent): the default model (SmolLM2-135M-Instruct) in NF4 with double
-quantization, bf16 compute; LoRA r=16, alpha=16, dropout 0.05 on all linear layers; the 175 Self-Instruct seed tasks
-(prompt = instruction + "\\n\\n" + input, response = output) under the chat template, loss on the response only, max
-length 256; AdamW, constant LR 2e-4, grad-norm clip 0.3, batch 4, 1 epoch, seed 0.
+quantization, both sides computing in the dtype `auto` picks on this CPU (bf16 with AVX512-BF16 or AMX, else fp32);
+LoRA r=16, alpha=16, dropout 0.05 on all linear layers; the 175 Self-Instruct seed tasks (prompt = instruction +
+"\\n\\n" + input, response = output) under the chat template, loss on the response only, max length 256;
+AdamW, constant LR 2e-4, grad-norm clip 0.3, batch 4, 1 epoch, seed 0.
 
     .venv/bin/pip install -c constraints.txt trl                # the peer; benchmark-only (trl 1.16.0)
-    .venv/bin/python bench/train_speed.py [--skip-peer] [--steps N] [--out bench/out/train]
+    .venv/bin/python bench/train_speed.py [--skip-peer | --reuse-peer] [--gradient-checkpointing] [--steps N]
+                                          [--out bench/out/train]
 
 --steps N is a smoke run: both sides stop after N optimizer steps.
 """
@@ -48,7 +50,7 @@ def write_data(out: Path) -> Path:
     return path
 
 
-def run_ours(data: Path, out: Path, steps: int | None) -> dict:
+def run_ours(data: Path, out: Path, steps: int | None, checkpointing: bool = False) -> dict:
     ours = out / "ours"
     shutil.rmtree(ours / "run", ignore_errors=True)
     ours.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,7 @@ def run_ours(data: Path, out: Path, steps: int | None) -> dict:
     config.write_text(f"base_model: default\ndata: {{format: instruction, train: {json.dumps(str(data))}}}\n"
                       "lora: {r: 16, alpha: 16, dropout: 0.05}\nquant: nf4\nlr: 2.0e-4\nscheduler: constant\n"
                       f"max_grad_norm: 0.3\nbatch_size: 4\nmax_length: 256\n{length}\nseed: 0\n"
+                      f"gradient_checkpointing: {json.dumps(checkpointing)}\n"
                       f"out: {json.dumps(str(ours / 'run'))}\n")
     log = ours / "train.log"
     with open(log, "w") as f:
@@ -132,6 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "train")
     parser.add_argument("--skip-peer", action="store_true", help="run adapterbench only")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="train ours with gradient_checkpointing: true, as the TRL peer trains")
     parser.add_argument("--steps", type=int, default=None, help="smoke run: N optimizer steps on each side")
     parser.add_argument("--reuse-peer", action="store_true",
                         help="compare with the last full peer run (OUT/peer/result.json) instead of running TRL again")
@@ -146,7 +151,8 @@ def main() -> None:
 
     summary = {"machine": describe(), "steps_limit": args.steps}
     print(line(summary["machine"]), flush=True)
-    summary["ours"] = run_ours(data, out, args.steps)
+    summary["ours"] = run_ours(data, out, args.steps, args.gradient_checkpointing)
+    summary["ours"]["gradient_checkpointing"] = args.gradient_checkpointing
     if not args.skip_peer:
         reuse = out / "peer" / "result.json"
         summary["peer"] = (json.loads(reuse.read_text()) if args.reuse_peer and reuse.is_file()

@@ -2,7 +2,8 @@
 whole training set, after training, on the same examples for every adapter (the instruction records through the
 chat template, loss on the response only, max length 256: what both sides trained on). Each adapter goes on the NF4
 base with PEFT's own `PeftModel.from_pretrained` and is scored by the model's own forward in eval mode (no dropout),
-bf16 autocast as in training; the base loads once and each adapter is taken off again (adapterbench's `attached`).
+in the dtype both sides trained in (`auto`: bf16 autocast on a CPU with AVX512-BF16 or AMX, else fp32, where
+emulated bf16 would take hours); the base loads once and each adapter is taken off again (adapterbench's `attached`).
 Prints ONE JSON line {adapter dir: loss} on stdout.
 
     .venv/bin/python bench/training_set_loss.py --data FILE.jsonl ADAPTER_DIR [ADAPTER_DIR ...]
@@ -29,14 +30,14 @@ def examples(data: Path, tokenizer) -> list[dict]:
     return [e for e in made if any(label != IGNORE for label in e["labels"])]
 
 
-def mean_loss(model, rows: list[dict], pad_id: int) -> tuple[float, int]:
+def mean_loss(model, rows: list[dict], pad_id: int, bf16: bool) -> tuple[float, int]:
     import torch
     import torch.nn.functional as F
 
     from adapterbench.training.collate import IGNORE, collate
 
     total, count = 0.0, 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(rows), BATCH):
             batch = collate(rows[start:start + BATCH], pad_id)  # right-padded: the causal mask keeps rows exact
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
@@ -53,16 +54,20 @@ def main() -> None:
     parser.add_argument("adapters", type=Path, nargs="+")
     args = parser.parse_args()
 
+    import torch
+
     from adapterbench.adapters.attach import attached
     from adapterbench.adapters.models import load_model
 
-    base, tokenizer = load_model("default", dtype="bf16", quant="nf4")
+    base, tokenizer = load_model("default", dtype="auto", quant="nf4")
+    bf16 = base.dtype == torch.bfloat16
     rows = examples(args.data, tokenizer)
     result = {}
     for adapter in args.adapters:
         with attached(base, adapter) as model:  # PEFT's own from_pretrained, in eval mode
-            loss, tokens = mean_loss(model, rows, tokenizer.pad_token_id)
-        result[str(adapter)] = {"loss": round(loss, 5), "examples": len(rows), "supervised_tokens": tokens}
+            loss, tokens = mean_loss(model, rows, tokenizer.pad_token_id, bf16)
+        result[str(adapter)] = {"loss": round(loss, 5), "examples": len(rows), "supervised_tokens": tokens,
+                                "dtype": str(base.dtype).removeprefix("torch.")}
         print(f"{adapter}: {loss:.4f} over {tokens} supervised tokens of {len(rows)} examples", file=sys.stderr)
     print(json.dumps(result))
 

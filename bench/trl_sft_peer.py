@@ -3,16 +3,19 @@ today. Measures training throughput (non-padding tokens per second of `trainer.t
 the process's peak RSS and the per-step training loss, and prints them as ONE JSON line on stdout (logs go to
 stderr). `bench/train_speed.py` runs it in its own process next to `adapterbench train`.
 
-Workload: SmolLM2-135M-Instruct (adapterbench's embedded default) in 4-bit NF4 with double quantization, bf16
-compute; LoRA r=16, alpha=16, dropout 0.05 on all linear layers; the 175 Self-Instruct seed tasks as
-prompt/completion conversations (chat template, loss on the completion only, max length 256); AdamW (torch),
-constant LR 2e-4, grad-norm clip 0.3, batch 4, 1 epoch, seed 0, gradient checkpointing, bf16, CPU. TRL drops the
-5 examples whose prompt alone fills the 256 tokens (no label left), so an epoch is 170 examples, 43 steps.
+Workload: SmolLM2-135M-Instruct (adapterbench's embedded default) in 4-bit NF4 with double quantization, compute
+in the dtype `adapterbench train` picks on this machine (`--dtype auto`: bf16 where the CPU computes it natively,
+AVX512-BF16 or AMX, else fp32, since emulated bf16 would make the peer ~100x slower); LoRA r=16, alpha=16,
+dropout 0.05 on all linear layers; the 175 Self-Instruct seed tasks as prompt/completion conversations (chat
+template, loss on the completion only, max length 256); AdamW (torch), constant LR 2e-4, grad-norm clip 0.3, batch
+4, 1 epoch, seed 0, gradient checkpointing, CPU. TRL drops the 5 examples whose prompt alone fills the 256 tokens
+(no label left), so an epoch is 170 examples, 43 steps.
 
 TRL is a benchmark-only dependency (not in pyproject.toml), installed under the project's pins:
 
     .venv/bin/pip install -c constraints.txt trl          # trl 1.16.0 with transformers 5.23.0, peft 0.21.2
     .venv/bin/python bench/trl_sft_peer.py [--data FILE.jsonl] [--max-steps N] [--output-dir DIR] [--save-adapter DIR]
+                                      [--dtype auto|bf16|fp32]
 
 --data takes the seed tasks file (instruction + instances[0].input/output) or a JSONL of instruction/input/output
 records; the default is ../shared/data/self_instruct_seed_tasks.jsonl.
@@ -79,6 +82,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=None, help="Trainer's output_dir (nothing is saved)")
     parser.add_argument("--save-adapter", type=Path, default=None,
                         help="save the trained adapter here (a PEFT dir), for bench/training_set_loss.py")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="compute dtype; auto resolves as adapterbench's trainer does on this machine")
     args = parser.parse_args()
     if not args.data.is_file():
         print(f"skipped: {args.data} is not present", file=sys.stderr)
@@ -91,16 +96,16 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from adapterbench.adapters.models import resolve_model
+    from adapterbench.adapters.models import resolve_dtype, resolve_model
 
     path = resolve_model("default")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16))
+    dtype = resolve_dtype(args.dtype, "cpu")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = SFTConfig(
         output_dir=str(args.output_dir or tempfile.mkdtemp(prefix="trl-peer-")),
-        completion_only_loss=True, gradient_checkpointing=True, bf16=True, max_length=MAX_LENGTH,
+        completion_only_loss=True, gradient_checkpointing=True, bf16=dtype == torch.bfloat16, max_length=MAX_LENGTH,
         per_device_train_batch_size=4, num_train_epochs=1, max_steps=args.max_steps, learning_rate=2e-4,
         lr_scheduler_type="constant", optim="adamw_torch", max_grad_norm=0.3, logging_steps=1, save_strategy="no",
         eval_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0)
@@ -130,7 +135,8 @@ def main() -> None:
         "tokens": tokens, "train_seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "steps": trainer.state.global_step, "losses": losses,
-        "trl_version": trl.__version__, "examples": len(lengths), "dataset_tokens": sum(lengths),
+        "trl_version": trl.__version__, "dtype": str(dtype).removeprefix("torch."), "examples": len(lengths),
+        "dataset_tokens": sum(lengths),
         "trl_num_tokens": seen, **masks, "torch_threads": torch.get_num_threads()}))
 
 
