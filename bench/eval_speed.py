@@ -163,7 +163,8 @@ def main() -> None:
         saved = args.out / f"peer-{args.dtype}.json"
         summary["peer_reused"] = args.reuse_peer and saved.is_file()
         if summary["peer_reused"]:
-            peer_seconds, peer = json.loads(saved.read_text()).values()
+            reused = json.loads(saved.read_text())
+            peer_seconds, peer = reused["seconds"], reused["results"]
         else:
             peer_seconds, peer = run_peer(suite, adapters, args.out, args.dtype, args.peer_models)
             saved.write_text(json.dumps({"seconds": peer_seconds, "results": peer}, indent=2))
