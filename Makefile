@@ -21,13 +21,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 demo: setup
 	$(BIN)/adapterbench demo
 
-# the fault tests fork torch processes: they need a process of their own with one intra-op thread
+# One pytest worker per core (at most 4), one intra-op thread each: the tiny models' tests are bound by Python, not
+# BLAS, and more threads than cores thrash. The fault tests fork torch processes: they get a run of their own.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4
 test: setup
-	$(BIN)/python -m pytest -q --ignore=tests/test_faults.py
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_faults.py
+	$(PYTEST) --ignore=tests/test_faults.py
+	$(PYTEST) tests/test_faults.py
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny Llama built from a config with a byte-level BPE tokenizer trained in-process (no hub),
-and the path to the team's real data when present."""
+the path to the team's real data when present, and the slow tests run first."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ TOKENIZER_CORPUS = [
     "Quantization stores each weight in four bits; NF4 uses quantiles of a normal distribution.",
     "BLEU counts overlapping n-grams; ROUGE measures recall of n-grams and longest common subsequences.",
 ] * 20
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (stable sort): under pytest-xdist (make test) each starts at once on a worker while the
+    others share out the fast ones, instead of the longest starting last and the run waiting for it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def tiny_tokenizer():

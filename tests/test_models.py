@@ -37,7 +37,7 @@ def test_failed_conversion_leaves_nothing_that_looks_valid(tmp_path, monkeypatch
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(Exception):
         models.convert_gguf(gguf)
-    assert list((tmp_path / "home" / "models").iterdir()) == []
+    assert [p.name for p in (tmp_path / "home" / "models").iterdir()] == [".locks"]
 
 
 def test_leftover_temp_dir_is_not_taken_for_a_cache(tmp_path, monkeypatch):
@@ -49,6 +49,32 @@ def test_leftover_temp_dir_is_not_taken_for_a_cache(tmp_path, monkeypatch):
     (tmp_path / "home" / "models" / target_name).mkdir(parents=True)
     with pytest.raises(Exception):
         models.convert_gguf(gguf)  # it tries to convert again instead of returning the empty dir
+
+
+def test_a_conversion_waits_for_one_in_progress_and_takes_its_cache(tmp_path, monkeypatch):
+    import threading
+
+    from filelock import FileLock
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("ADAPTERBENCH_HOME", str(tmp_path / "home"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    target = tmp_path / "home" / "models" / f"m-{file_sha256(gguf)[:12]}"
+    (target.parent / ".locks").mkdir(parents=True)
+    converted = []
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: converted.append(a))
+    results = []
+    with FileLock(target.parent / ".locks" / f"{target.name}.lock"):  # another process converting
+        waiting = threading.Thread(target=lambda: results.append(models.convert_gguf(gguf)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # it waits for the lock
+        target.mkdir()
+        (target / models._COMPLETE_MARK).write_text("the other process's")
+    waiting.join(10)
+    assert results == [target] and not converted
+    assert (target / models._COMPLETE_MARK).read_text() == "the other process's"
 
 
 @pytest.mark.parametrize("dtype, expected", [("fp32", torch.float32), ("bf16", torch.bfloat16)])

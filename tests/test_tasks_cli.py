@@ -113,11 +113,12 @@ def test_runs_show_unknown_id_is_a_user_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
-    """`adapterbench demo` at a tiny size: 2 training steps, 3 items per task, on SmolLM2-135M-Instruct."""
+    """`adapterbench demo` at a tiny size: 1 training step (evaluated at steps 0 and 1), 3 items per task, on
+    SmolLM2-135M-Instruct."""
     from adapterbench.harness import database
 
     out = tmp_path / "demo"
-    code, printed, _ = run(capsys, "demo", "--out", str(out), "--steps", "2", "--limit", "3")
+    code, printed, _ = run(capsys, "demo", "--out", str(out), "--steps", "1", "--limit", "3")
     assert code == 0
     assert all(f"{n}/5" in printed for n in range(1, 6)) and "gate " in printed
     assert {p.name for p in (out / "report").iterdir()} == {"report.html", "report.tex", "report_table.tex",

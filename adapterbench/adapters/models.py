@@ -103,24 +103,32 @@ def convert_gguf(gguf: Path) -> Path:
     if (target / _COMPLETE_MARK).is_file():
         return target
     stay_offline()
+    from filelock import FileLock
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    with atomic_dir(target) as tmp:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        except (ValueError, KeyError, IndexError, EOFError, struct.error) as err:  # gguf's reader on a damaged file
-            raise UserError(f"cannot read this GGUF file (truncated or damaged?): {type(err).__name__}: "
-                            f"{' '.join(str(err).split())[:200]}", path=gguf) from None
-        # A config that still says "gguf" makes transformers refuse 4-bit loading: build a plain model and copy in.
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(loaded.state_dict())
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _COMPLETE_MARK).write_text(json.dumps({"source": str(gguf), "sha256": digest}, indent=2))
+    locks = target.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    # Two processes on a first use (parallel tests, two commands): the second waits, then takes the first's cache,
+    # rather than replacing the folder under the first one's feet.
+    with FileLock(locks / f"{target.name}.lock"):
+        if (target / _COMPLETE_MARK).is_file():  # converted by the other process while this one waited
+            return target
+        with atomic_dir(target) as tmp:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            except (ValueError, KeyError, IndexError, EOFError, struct.error) as err:  # gguf's reader, damaged file
+                raise UserError(f"cannot read this GGUF file (truncated or damaged?): {type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:200]}", path=gguf) from None
+            # A config that still says "gguf" makes transformers refuse 4-bit loading: a plain model, copied in.
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config)
+            model.load_state_dict(loaded.state_dict())
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / _COMPLETE_MARK).write_text(json.dumps({"source": str(gguf), "sha256": digest}, indent=2))
     return target
 
 
