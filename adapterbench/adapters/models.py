@@ -35,6 +35,20 @@ def stay_offline() -> None:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# oneDNN (bf16 matmuls on CPU) keeps every kernel it compiles, one set per matmul shape: a run over batches of other
+# lengths adds shapes step after step, and with the default capacities (1024 each) a QLoRA run's memory grew ~20 MB
+# a step for its first ~30 steps (bench/RESULTS.md). 256 holds every shape of a step; ideep's cache in front of it
+# only saves a lookup.
+KERNEL_CACHE_CAPACITIES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256", "LRU_CACHE_CAPACITY": "1"}
+
+
+def bound_kernel_caches() -> None:
+    """Cap oneDNN's kernel caches, unless the user set them. They are read when oneDNN first computes, so this
+    comes before any model is loaded; in a process that already computed it changes nothing."""
+    for name, value in KERNEL_CACHE_CAPACITIES.items():
+        os.environ.setdefault(name, value)
+
+
 def default_gguf() -> Path:
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # find_spec does not import it: its own deps are not ours
     if spec is None or spec.origin is None:
@@ -176,6 +190,7 @@ def load_model(ref: str = DEFAULT_MODEL, *, dtype: str = "auto", quant: str = "n
     resolved dtype as compute dtype."""
     check_load_options(dtype, quant)
     stay_offline()
+    bound_kernel_caches()
     # transformers 5 deprecates a name that PEFT still calls whenever it wraps or loads an adapter on this model;
     # nothing for our users to do
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

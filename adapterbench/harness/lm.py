@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from adapterbench.adapters.heads import find_post_head
+
 SHARE_MIN_CONTEXT = 8  # a context shorter than this is cheaper to repeat than to share under a packed mask
 ROW_CAP = 512  # tokens in one packed row (256-1024 tried); longer groups are split into several rows
 TOKEN_BUDGET = 4096  # tokens in one forward pass: measured fastest on a 2-core CPU (2048-16384 tried)
@@ -131,7 +133,7 @@ class AdapterLM(HFLM):
         logits_scaling), proven bit for bit against the model's own forward on a probe. None: nothing we know
         reproduces it, so the fast paths are declined."""
         if self._post_head_found is _UNPROBED:
-            self._post_head_found = _find_post_head(_causal_lm(self._model), self.device)
+            self._post_head_found = find_post_head(_causal_lm(self._model), self.device)
         return self._post_head_found
 
     def _fast_path(self, longest: int) -> bool:
@@ -388,31 +390,6 @@ def _emptied(part):
 
 def _causal_lm(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _post_head_candidates(config):
-    """Each way a transformers CausalLM is known to treat its head's output, written as its forward writes it (the
-    same ops in the same order, so the probe can ask for bitwise equality)."""
-    yield lambda logits: logits
-    cap = getattr(config, "final_logit_softcapping", None)
-    if cap:
-        yield lambda logits: torch.tanh(logits / cap) * cap
-    scale = getattr(config, "logit_scale", None)
-    if isinstance(scale, (int, float)):
-        yield lambda logits: logits * scale
-    scaling = getattr(config, "logits_scaling", None)
-    if isinstance(scaling, (int, float)):
-        yield lambda logits: logits / scaling
-
-
-def _find_post_head(causal_lm, device):
-    """The candidate that turns head(body(x)) into exactly the model's own logits on a probe input, or None."""
-    ids = torch.arange(3, 11, device=device).unsqueeze(0) % causal_lm.config.vocab_size
-    with torch.no_grad():
-        expected = causal_lm(input_ids=ids).logits
-        head = causal_lm.get_output_embeddings()(causal_lm.get_decoder()(input_ids=ids).last_hidden_state)
-        return next((post for post in _post_head_candidates(causal_lm.config) if torch.equal(post(head), expected)),
-                    None)
 
 
 # model types whose bodies take our packed rows (a 4D mask and position ids) exactly as HFLM's padded batches:

@@ -36,21 +36,77 @@ from adapterbench.training.dropout import use_fast_lora_dropout
 ADAPTER_NAME = "default"  # PEFT's name for the adapter of get_peft_model
 
 
+LOSS_CHUNK_ROWS = 64  # supervised positions whose logits (49k wide for the default model) exist at once
+
+
 class CompletionLoss(torch.nn.Module):
-    """Mean cross-entropy over supervised tokens, with the LM head applied only there (the vocabulary is 49k wide,
-    the supervised positions a fraction of the batch). A module, so `accelerate` can wrap it for DDP."""
+    """Summed cross-entropy over supervised tokens, with the LM head applied only there, a chunk of rows at a time
+    (supervised_nll). A base whose head output we cannot reproduce (heads.find_post_head) takes the model's own
+    logits instead. A module, so `accelerate` can wrap it for DDP."""
 
     def __init__(self, peft_model):
+        from adapterbench.adapters.heads import find_post_head
+
         super().__init__()
-        causal_lm = peft_model.get_base_model()
-        self.body, self.head = causal_lm.base_model, causal_lm.get_output_embeddings()
+        self.causal_lm = peft_model.get_base_model()
+        self.post_head = find_post_head(self.causal_lm, self.causal_lm.device)
 
     def forward(self, input_ids, attention_mask, labels):
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         targets = labels[:, 1:]
         supervised = targets != IGNORE
-        logits = self.head(hidden[:, :-1][supervised]).float()
-        return F.cross_entropy(logits, targets[supervised], reduction="sum"), supervised.sum()
+        if self.post_head is None:
+            logits = self.causal_lm(input_ids=input_ids, attention_mask=attention_mask).logits
+            return F.cross_entropy(logits[:, :-1][supervised].float(), targets[supervised], reduction="sum"), \
+                supervised.sum()
+        hidden = self.causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = hidden[:, :-1][supervised]
+        return supervised_nll(rows, self.causal_lm.get_output_embeddings(), self.post_head, targets[supervised]), \
+            supervised.sum()
+
+
+def supervised_nll(rows, head, post_head, targets, chunk_rows: int = LOSS_CHUNK_ROWS):
+    """sum(cross_entropy(post_head(head(rows)), targets)) with the logits of chunk_rows rows at a time: the rows'
+    gradient (and the head's, if it trains) is computed in the forward pass, chunk by chunk, so neither the logits
+    nor their gradients are ever held for every supervised position at once (bench/RESULTS.md: the training peak)."""
+    if not torch.is_grad_enabled():
+        return sum(_chunk_nll(rows[i:i + chunk_rows], head, post_head, targets[i:i + chunk_rows])
+                   for i in range(0, len(rows), chunk_rows))
+    return _ChunkedNLL.apply(rows, head.weight, head, post_head, targets, chunk_rows)
+
+
+def _chunk_nll(rows, head, post_head, targets):
+    return F.cross_entropy(post_head(head(rows)).float(), targets, reduction="sum")
+
+
+class _ChunkedNLL(torch.autograd.Function):
+    """The same per-chunk operations as autograd on the unchunked loss, differentiated where the logits exist;
+    backward only scales the gradients kept (the loss's gradient is one scalar)."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, head, post_head, targets, chunk_rows):
+        wants_rows, wants_weight = ctx.needs_input_grad[:2]
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        grad_rows = torch.empty_like(rows) if wants_rows else None
+        grad_weight = torch.zeros_like(weight) if wants_weight else None
+        for start in range(0, len(rows), chunk_rows):
+            part = rows[start:start + chunk_rows].detach().requires_grad_(wants_rows)
+            with torch.enable_grad():
+                loss = _chunk_nll(part, head, post_head, targets[start:start + chunk_rows])
+            inputs = [x for x, wanted in ((part, wants_rows), (weight, wants_weight)) if wanted]
+            grads = list(torch.autograd.grad(loss, inputs)) if inputs else []
+            if wants_rows:
+                grad_rows[start:start + chunk_rows] = grads.pop(0)
+            if wants_weight:
+                grad_weight += grads.pop(0)
+            total += loss.detach()
+        ctx.save_for_backward(grad_rows, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_rows, grad_weight = ctx.saved_tensors
+        return (grad_rows * grad if grad_rows is not None else None,
+                grad_weight * grad if grad_weight is not None else None, None, None, None, None)
 
 
 def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None = None,
@@ -120,7 +176,9 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config, total_steps))
-    loss_fn, optimizer = accelerator.prepare(CompletionLoss(model), optimizer)
+    with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16):  # as it will run
+        loss_fn = CompletionLoss(model)
+    loss_fn, optimizer = accelerator.prepare(loss_fn, optimizer)
     plain_loss_fn = accelerator.unwrap_model(loss_fn)  # to evaluate on one process: a DDP forward waits for all
     evaluate_step = on_main(accelerator, lambda: make_evaluator(config, model, tokenizer, plain_loss_fn, val_examples,
                                                                 run_dir, store, use_bf16), share=False)
