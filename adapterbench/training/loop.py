@@ -34,8 +34,6 @@ from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_e
 from adapterbench.training.dropout import use_fast_lora_dropout
 
 ADAPTER_NAME = "default"  # PEFT's name for the adapter of get_peft_model
-
-
 LOSS_CHUNK_ROWS = 64  # supervised positions whose logits (49k wide for the default model) exist at once
 
 
@@ -55,13 +53,13 @@ class CompletionLoss(torch.nn.Module):
         targets = labels[:, 1:]
         supervised = targets != IGNORE
         if self.post_head is None:
-            logits = self.causal_lm(input_ids=input_ids, attention_mask=attention_mask).logits
-            return F.cross_entropy(logits[:, :-1][supervised].float(), targets[supervised], reduction="sum"), \
-                supervised.sum()
-        hidden = self.causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = hidden[:, :-1][supervised]
-        return supervised_nll(rows, self.causal_lm.get_output_embeddings(), self.post_head, targets[supervised]), \
-            supervised.sum()
+            logits = self.causal_lm(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            summed = F.cross_entropy(logits[supervised].float(), targets[supervised], reduction="sum")
+        else:
+            hidden = self.causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            summed = supervised_nll(hidden[:, :-1][supervised], self.causal_lm.get_output_embeddings(), self.post_head,
+                                    targets[supervised])
+        return summed, supervised.sum()
 
 
 def supervised_nll(rows, head, post_head, targets, chunk_rows: int = LOSS_CHUNK_ROWS):
