@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -149,11 +150,10 @@ def test_default_model_converts_once_and_loads_offline(monkeypatch):
 def test_loading_caps_onednn_kernel_caches_unless_the_user_set_them(tiny_model_dir, monkeypatch):
     """oneDNN reads its cache capacities once, when it first computes: load_model sets them before that (a QLoRA
     run's memory grew with every new batch shape under the defaults), and a user's own value stays."""
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")  # registered, so the value load_model sets is undone
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")
     models.load_model(str(tiny_model_dir), dtype="fp32")
-    import os
-
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == models.KERNEL_CACHE_CAPACITIES[
         "ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
     assert os.environ["LRU_CACHE_CAPACITY"] == "7"
