@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,16 +73,34 @@ def assert_equal_to_reference(ours: dict, label: str, reference: dict) -> None:
                 assert predictions[(task, sample["doc"]["id"])] == sample["filtered_resps"][0], (task, sample["doc_id"])
 
 
+# their attention is not transformers' SDPA (Gemma-2 soft-caps in eager attention; Falcon has its own code), so
+# packed rows are attended whole there, not segment by segment
+WHOLE_ROW_ATTENTION = {"gemma2", "falcon"}
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_base_scores_equal_lm_eval_hflm_on_every_task_type(architecture, suite_file, tmp_path, caplog):
+def test_base_scores_equal_lm_eval_hflm_on_every_task_type(architecture, suite_file, tmp_path, caplog, monkeypatch):
+    import adapterbench.harness.lm as lm
     from adapterbench.harness.evaluate import evaluate
 
+    plans = []
+    by_segment = lm.attention_by_segment
+
+    @contextmanager
+    def recorded(*args, **kwargs):
+        with by_segment(*args, **kwargs) as plan:
+            yield plan
+        plans.append(plan.used)
+
+    monkeypatch.setattr(lm, "attention_by_segment", recorded)
     model_dir = build_arch_model(architecture, tmp_path / architecture)
     with caplog.at_level(logging.WARNING, logger="adapterbench"):
         ours = evaluate(suite_file, base=str(model_dir), limit=LIMIT, dtype="fp32", save=False)
     declined = [r.getMessage() for r in caplog.records if "plain HFLM path" in r.getMessage()]
     # the architectures we claim fast take the fast paths; the others say once that they do not
     assert bool(declined) == (architecture in DECLINED), declined
+    fast = architecture not in DECLINED and architecture not in WHOLE_ROW_ATTENTION
+    assert bool(plans) == (architecture not in DECLINED) and (sum(plans) > 0) == fast, plans
     assert_equal_to_reference(ours, "base", reference_run(model_dir, suite_file, tmp_path / "tasks"))
 
 

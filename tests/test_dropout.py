@@ -1,22 +1,51 @@
-"""The trainer's LoRA dropout fused into LoRA-A: nn.Dropout's contract (rate, scale, eval identity, seeding) at a
-quarter of the random draws, and the same output and gradients, bit for bit, as autograd on the unfused pair."""
+"""The trainer's LoRA dropout fused into LoRA-A: nn.Dropout's contract (independent drops at rate p, scale, eval
+identity, seeding) drawing only the dropped elements, and the same output and gradients, bit for bit, as autograd
+on the unfused pair."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
-from adapterbench.training.dropout import DroppedLinear, draw_drop_mask, use_fast_lora_dropout
+from adapterbench.training.dropout import DroppedLinear, draw_dropped, use_fast_lora_dropout
 
 
 def dropped_linear(p: float, in_features: int = 11, out_features: int = 4) -> DroppedLinear:
     return DroppedLinear(torch.nn.Linear(in_features, out_features, bias=False), p).train()
 
 
-def test_drops_at_rate_p_and_keeps_the_expected_value():
+def drop_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    mask = torch.zeros(shape.numel(), dtype=torch.bool)
+    return mask.index_fill_(0, draw_dropped(shape.numel(), p, torch.device("cpu")), True).view(shape)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
+def test_each_element_is_dropped_independently_at_rate_p(p):
     torch.manual_seed(0)
-    drop = draw_drop_mask(torch.Size([400_000]), dropped_linear(0.05).threshold, torch.device("cpu"))
-    assert drop.float().mean().item() == pytest.approx(0.05, abs=0.002)
+    n = 400_000
+    drop = drop_mask(torch.Size([n]), p)
+    rate = drop.double().mean().item()
+    assert rate == pytest.approx(p, abs=5 * (p * (1 - p) / n) ** 0.5)
+    # independence: a drop is followed by a drop at rate p too, and runs of kept elements are geometric
+    assert drop[1:][drop[:-1]].double().mean().item() == pytest.approx(p, abs=6 * (p * (1 - p) / (n * p)) ** 0.5)
+    positions = torch.nonzero(drop).flatten()
+    kept_runs = (positions[1:] - positions[:-1] - 1).double()
+    assert kept_runs.mean().item() == pytest.approx((1 - p) / p, rel=0.03)
+    assert (kept_runs >= 3).double().mean().item() == pytest.approx((1 - p) ** 3, abs=0.01)
+
+
+def test_the_drops_reach_the_end_of_a_tensor_however_long():
+    torch.manual_seed(0)
+    for n in (1, 7, 1000, 100_003):
+        positions = draw_dropped(n, 0.3, torch.device("cpu"))
+        assert positions.dtype == torch.int64 and bool((positions[1:] > positions[:-1]).all())
+        assert positions.numel() == 0 or 0 <= int(positions[0]) and int(positions[-1]) < n
+    torch.manual_seed(1)
+    tails = [bool(draw_dropped(1000, 0.3, torch.device("cpu")).ge(900).any()) for _ in range(20)]
+    assert all(tails)  # the last tenth is reached every time (P(no drop in 100) = 0.7^100)
+
+
+def test_drops_at_rate_p_and_keeps_the_expected_value():
     layer = dropped_linear(0.05, in_features=1, out_features=1)
     with torch.no_grad():
         layer.weight.fill_(1.0)
@@ -38,7 +67,7 @@ def test_output_and_gradients_equal_the_unfused_dropout_then_linear_bit_for_bit(
             if fused:
                 out = layer(x)
             else:
-                drop = draw_drop_mask(x.shape, layer.threshold, x.device)
+                drop = drop_mask(x.shape, layer.p)
                 out = F.linear(torch.where(drop, 0, x * (1 / (1 - layer.p))), layer.weight)
         out.backward(grad_out.to(out.dtype))
         return out.detach(), x.grad.clone(), layer.weight.grad.clone(), torch.rand(1)
@@ -63,7 +92,7 @@ def test_eval_mode_and_p_zero_are_the_plain_linear():
 
 def test_same_seed_same_mask_and_odd_sizes_work():
     layer = dropped_linear(0.4, in_features=3)
-    x = torch.randn(2, 5, 3)  # 30 elements: not a multiple of the 4 masks per 64-bit draw
+    x = torch.randn(2, 5, 3)
     torch.manual_seed(7)
     first = layer(x)
     torch.manual_seed(7)
@@ -82,7 +111,7 @@ def test_every_lora_dropout_of_a_peft_model_is_fused_and_the_saved_adapter_is_un
     layers = tiny_model.config.num_hidden_layers
     assert use_fast_lora_dropout(model) == 2 * layers
     fused = [m for m in model.modules() if isinstance(m, DroppedLinear)]
-    assert len(fused) == 2 * layers and all(m.p == pytest.approx(0.1, abs=1e-4) for m in fused)
+    assert len(fused) == 2 * layers and all(m.p == 0.1 for m in fused)
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)

@@ -12,6 +12,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from adapterbench.adapters.heads import find_post_head
+from adapterbench.harness.segments import attention_by_segment
 
 SHARE_MIN_CONTEXT = 8  # a context shorter than this is cheaper to repeat than to share under a packed mask
 ROW_CAP = 512  # tokens in one packed row (256-1024 tried); longer groups are split into several rows
@@ -275,7 +276,8 @@ def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
             offset += n
         attend[r, 0, offset:, 0] = True  # padding attends to something, so softmax never sees an all-masked row
     packed = DynamicCache()
-    with torch.no_grad():
+    with torch.no_grad(), attention_by_segment([place for place in places.values() if place[2]], len(rows),
+                                               row_width):
         body(input_ids=ids.to(device), attention_mask=_as_attention_mask(attend, body).to(device),
              position_ids=positions.to(device), past_key_values=packed, use_cache=True)
     layers = []
@@ -322,11 +324,12 @@ def _score_rows(rows, body, head, device, prefix=None, need_greedy: bool = True)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), 1, width, shared + width, dtype=torch.bool)
     mask[:, :, :, :shared] = True
-    gather_rows, gather_cols, targets, owners = [], [], [], []
+    gather_rows, gather_cols, targets, owners, spans = [], [], [], [], []
     for r, row in enumerate(rows):
         start = 0
         for segment in row:
             n, ctx = len(segment["tokens"]), segment["context"]
+            spans.append((r, start, n))
             ids[r, start:start + n] = torch.tensor(segment["tokens"])
             positions[r, start:start + ctx] = torch.arange(shared, shared + ctx)
             context_keys = slice(shared + start, shared + start + ctx)
@@ -351,7 +354,7 @@ def _score_rows(rows, body, head, device, prefix=None, need_greedy: bool = True)
 
         cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1).contiguous(),
                                               v.expand(len(rows), -1, -1, -1).contiguous()) for k, v in prefix_kv])
-    with torch.no_grad():
+    with torch.no_grad(), attention_by_segment(spans, len(rows), width, shared):
         hidden = body(input_ids=ids.to(device), attention_mask=_as_attention_mask(mask, body).to(device),
                       position_ids=positions.to(device), past_key_values=cache, use_cache=cache is not None,
                       ).last_hidden_state

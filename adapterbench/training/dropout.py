@@ -1,61 +1,65 @@
-"""The trainer's LoRA dropout, fused into each LoRA-A layer: the mask comes from 15-bit random integers, four per
-64-bit draw (PyTorch's CPU Bernoulli spends one 64-bit draw per element, a quarter of a QLoRA step on the 2-core
-machine), and backward keeps the layer's input and the generator state, not a dropped copy and a mask (bench/)."""
+"""The trainer's LoRA dropout, fused into each LoRA-A layer: only the dropped elements are drawn (the gaps between
+them are geometric: ~p*n draws, not PyTorch's one 64-bit draw per element, a quarter of a QLoRA step on the 2-core
+machine), and backward keeps the layer's input and the dropped positions, not a dropped copy and a mask (bench/)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
-LEVELS = 1 << 15  # p is applied to this resolution (0.05 -> 1638/32768 = 0.04999)
+
+def draw_dropped(n: int, p: float, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sorted flat indexes (int64) of the elements dropped among n, each independently with probability p, from the
+    default generator unless one is given. The gap from one drop to the next is geometric: floor(log(U) / log(1-p))
+    + 1 with U uniform on (0, 1], so P(gap > k) = (1-p)^k, as for n Bernoulli(p) draws."""
+    log_keep = math.log1p(-p)
+    found, covered = [], 0
+    while covered < n:  # one round almost always: the first draws ~4 standard deviations more gaps than expected
+        expected = (n - covered) * p
+        uniform = torch.rand(int(expected + 4 * math.sqrt(expected) + 16), dtype=torch.float64, device=device,
+                             generator=generator)
+        at = torch.log1p(-uniform).div_(log_keep).floor_().add_(1).cumsum_(0).add_(covered - 1)
+        found.append(at)
+        covered = int(at[-1]) + 1
+    positions = found[0] if len(found) == 1 else torch.cat(found)
+    return positions[:int(torch.searchsorted(positions, float(n)))].long()
 
 
-def draw_drop_mask(shape: torch.Size, threshold: int, device: torch.device,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """True where an element is dropped, P = threshold / LEVELS; from the default generator unless one is given."""
-    n = shape.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
-    return (bits.view(torch.int16)[:n] & (LEVELS - 1)).view(shape) < threshold
-
-
-def default_generator(device: torch.device) -> torch.Generator | None:
-    """The generator `random_()` draws from on `device` (seeded by torch.manual_seed, saved in checkpoints' RNG
-    states); None where this module does not know it."""
-    if device.type == "cpu":
-        return torch.default_generator
-    if device.type == "cuda":
-        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    return None
+def dropped(x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * scale with the elements at `positions` (flat) set to 0: inverted dropout, exactly where(mask, 0, x * scale)."""
+    out = x * scale
+    out.view(-1).index_fill_(0, positions, 0)
+    return out
 
 
 class _DroppedLinear(torch.autograd.Function):
     """linear(dropout(x), weight) under the caller's autocast. Backward keeps x (q, k and v share theirs, gate and
-    up theirs) and the state the mask was drawn from; it draws the mask again and recomputes the dropped input, the
-    same operations as autograd on the unfused pair, so the gradients are the same bits."""
+    up theirs) and the dropped positions (int32: p*4 bytes an element); it recomputes the dropped input, the same
+    operations as autograd on the unfused pair, so the gradients are the same bits."""
 
     @staticmethod
-    def forward(ctx, x, weight, threshold: int, scale: float):
-        generator = default_generator(x.device)
-        ctx.state, ctx.threshold, ctx.scale, ctx.weight_dtype = generator.get_state(), threshold, scale, weight.dtype
-        drop = draw_drop_mask(x.shape, threshold, x.device)
+    def forward(ctx, x, weight, p: float, scale: float):
+        positions = draw_dropped(x.numel(), p, x.device)
+        ctx.scale, ctx.weight_dtype = scale, weight.dtype
         if torch.is_autocast_enabled(x.device.type):
             weight = weight.to(torch.get_autocast_dtype(x.device.type))
-        ctx.save_for_backward(x, weight)
-        return F.linear(torch.where(drop, 0, x * scale), weight)
+        compact = positions.int() if x.numel() < 2 ** 31 else positions
+        ctx.save_for_backward(x, weight, compact)
+        return F.linear(dropped(x.contiguous(), positions, scale), weight)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        generator = torch.Generator(device=x.device)
-        generator.set_state(ctx.state)
-        drop = draw_drop_mask(x.shape, ctx.threshold, x.device, generator)
+        x, weight, compact = ctx.saved_tensors
+        positions = compact.long()
         grad_rows = grad.reshape(-1, grad.shape[-1])
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.where(drop, 0, grad_rows.mm(weight).view(x.shape).to(x.dtype) * ctx.scale)
+            grad_x = dropped(grad_rows.mm(weight).view(x.shape).to(x.dtype), positions, ctx.scale)
         if ctx.needs_input_grad[1]:
-            dropped = torch.where(drop, 0, x * ctx.scale).to(weight.dtype).reshape(-1, x.shape[-1])
-            grad_weight = grad_rows.t().mm(dropped).to(ctx.weight_dtype)
+            inputs = dropped(x.contiguous(), positions, ctx.scale).to(weight.dtype).reshape(-1, x.shape[-1])
+            grad_weight = grad_rows.t().mm(inputs).to(ctx.weight_dtype)
         return grad_x, grad_weight, None, None
 
 
@@ -66,13 +70,12 @@ class DroppedLinear(torch.nn.Linear):
     def __init__(self, linear: torch.nn.Linear, p: float):
         super().__init__(linear.in_features, linear.out_features, bias=False, device="meta")
         self.weight = linear.weight
-        self.threshold = round(p * LEVELS)
-        self.p = self.threshold / LEVELS
+        self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.threshold == 0:
+        if not self.training or self.p == 0:
             return F.linear(x, self.weight)
-        return _DroppedLinear.apply(x, self.weight, self.threshold, 1.0 / (1.0 - self.p))
+        return _DroppedLinear.apply(x, self.weight, self.p, 1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dropout p={self.p}"
@@ -80,7 +83,8 @@ class DroppedLinear(torch.nn.Linear):
 
 def use_fast_lora_dropout(model) -> int:
     """Fuse every LoRA layer's nn.Dropout into its LoRA-A layer (DroppedLinear, same p; the dropout becomes
-    nn.Identity) where the device's generator is known; returns how many were fused."""
+    nn.Identity) on devices whose generator checkpoints save (a resumed run draws the same drops); returns how many
+    were fused."""
     fused = 0
     for module in model.modules():
         dropouts, lora_a = getattr(module, "lora_dropout", None), getattr(module, "lora_A", None)
@@ -89,7 +93,7 @@ def use_fast_lora_dropout(model) -> int:
         for name, dropout in list(dropouts.items()):
             linear = lora_a[name] if name in lora_a else None
             if (isinstance(dropout, torch.nn.Dropout) and dropout.p > 0 and type(linear) is torch.nn.Linear
-                    and linear.bias is None and default_generator(linear.weight.device) is not None
+                    and linear.bias is None and linear.weight.device.type in ("cpu", "cuda")
                     and name not in getattr(module, "lora_variant", {})):
                 lora_a[name] = DroppedLinear(linear, dropout.p)
                 dropouts[name] = torch.nn.Identity()
