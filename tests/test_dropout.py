@@ -14,16 +14,19 @@ def dropped_linear(p: float, in_features: int = 11, out_features: int = 4) -> Dr
     return DroppedLinear(torch.nn.Linear(in_features, out_features, bias=False), p).train()
 
 
-def drop_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    mask = torch.zeros(shape.numel(), dtype=torch.bool)
-    return mask.index_fill_(0, draw_dropped(shape.numel(), p, torch.device("cpu")), True).view(shape)
+def drop_mask(shape: torch.Size, p: float, sparse: bool | None = None) -> torch.Tensor:
+    drops = draw_dropped(shape.numel(), p, torch.device("cpu"), sparse=sparse)
+    if drops.dtype == torch.bool:
+        return drops.view(shape)
+    return torch.zeros(shape.numel(), dtype=torch.bool).index_fill_(0, drops, True).view(shape)
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["indexes", "mask"])
 @pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
-def test_each_element_is_dropped_independently_at_rate_p(p):
+def test_each_element_is_dropped_independently_at_rate_p(p, sparse):
     torch.manual_seed(0)
     n = 400_000
-    drop = drop_mask(torch.Size([n]), p)
+    drop = drop_mask(torch.Size([n]), p, sparse)
     rate = drop.double().mean().item()
     assert rate == pytest.approx(p, abs=5 * (p * (1 - p) / n) ** 0.5)
     # independence: a drop is followed by a drop at rate p too, and runs of kept elements are geometric
@@ -54,8 +57,13 @@ def test_drops_at_rate_p_and_keeps_the_expected_value():
     assert torch.allclose(out[out != 0], torch.full_like(out[out != 0], 1 / (1 - 0.05)), rtol=1e-4)
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["indexes", "mask"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
-def test_output_and_gradients_equal_the_unfused_dropout_then_linear_bit_for_bit(autocast):
+def test_output_and_gradients_equal_the_unfused_dropout_then_linear_bit_for_bit(autocast, sparse, monkeypatch):
+    import adapterbench.training.dropout as dropout
+
+    drawn = dropout.draw_dropped
+    monkeypatch.setattr(dropout, "draw_dropped", lambda *args, **kwargs: drawn(*args, **kwargs, sparse=sparse))
     layer = dropped_linear(0.3, in_features=96, out_features=16)
     x = torch.randn(2, 33, 96, dtype=torch.bfloat16 if autocast else torch.float32, requires_grad=True)
     grad_out = torch.randn(2, 33, 16)
@@ -67,7 +75,7 @@ def test_output_and_gradients_equal_the_unfused_dropout_then_linear_bit_for_bit(
             if fused:
                 out = layer(x)
             else:
-                drop = drop_mask(x.shape, layer.p)
+                drop = drop_mask(x.shape, layer.p, sparse)
                 out = F.linear(torch.where(drop, 0, x * (1 / (1 - layer.p))), layer.weight)
         out.backward(grad_out.to(out.dtype))
         return out.detach(), x.grad.clone(), layer.weight.grad.clone(), torch.rand(1)

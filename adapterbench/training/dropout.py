@@ -1,6 +1,6 @@
-"""The trainer's LoRA dropout, fused into each LoRA-A layer: only the dropped elements are drawn (the gaps between
-them are geometric: ~p*n draws, not PyTorch's one 64-bit draw per element, a quarter of a QLoRA step on the 2-core
-machine), and backward keeps the layer's input and the dropped positions, not a dropped copy and a mask (bench/)."""
+"""The trainer's LoRA dropout, fused into each LoRA-A layer: on a CPU only the dropped elements are drawn (the gaps
+between them are geometric: ~p*n draws, not PyTorch's one 64-bit draw per element, a quarter of a QLoRA step on the
+2-core machine), and backward keeps the layer's input and where it was dropped, not a dropped copy (bench/)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ import torch
 import torch.nn.functional as F
 
 
-def draw_dropped(n: int, p: float, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sorted flat indexes (int64) of the elements dropped among n, each independently with probability p, from the
-    default generator unless one is given. The gap from one drop to the next is geometric: floor(log(U) / log(1-p))
-    + 1 with U uniform on (0, 1], so P(gap > k) = (1-p)^k, as for n Bernoulli(p) draws."""
+def draw_dropped(n: int, p: float, device: torch.device, generator: torch.Generator | None = None,
+                 sparse: bool | None = None) -> torch.Tensor:
+    """Where n elements are dropped, each independently with probability p, from the default generator unless one is
+    given. `sparse` (the default on a CPU): sorted flat indexes (int64), drawn as gaps from one drop to the next,
+    geometric: floor(log(U) / log(1-p)) + 1 with U uniform on (0, 1], so P(gap > k) = (1-p)^k as for n Bernoulli(p)
+    draws. Else a boolean mask of n, one uniform each: an accelerator draws those fast, and counting the drops would
+    make the host wait for it at every layer."""
+    if not (device.type == "cpu" if sparse is None else sparse):
+        return torch.rand(n, device=device, generator=generator) < p
     log_keep = math.log1p(-p)
     found, covered = [], 0
     while covered < n:  # one round almost always: the first draws ~4 standard deviations more gaps than expected
@@ -27,38 +32,41 @@ def draw_dropped(n: int, p: float, device: torch.device, generator: torch.Genera
     return positions[:int(torch.searchsorted(positions, float(n)))].long()
 
 
-def dropped(x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
-    """x * scale with the elements at `positions` (flat) set to 0: inverted dropout, exactly where(mask, 0, x * scale)."""
+def dropped(x: torch.Tensor, drops: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * scale with the dropped elements (draw_dropped's flat indexes or mask) set to 0: inverted dropout, exactly
+    where(mask, 0, x * scale)."""
     out = x * scale
-    out.view(-1).index_fill_(0, positions, 0)
+    if drops.dtype == torch.bool:
+        return out.masked_fill_(drops.view(out.shape), 0)
+    out.view(-1).index_fill_(0, drops, 0)
     return out
 
 
 class _DroppedLinear(torch.autograd.Function):
     """linear(dropout(x), weight) under the caller's autocast. Backward keeps x (q, k and v share theirs, gate and
-    up theirs) and the dropped positions (int32: p*4 bytes an element); it recomputes the dropped input, the same
-    operations as autograd on the unfused pair, so the gradients are the same bits."""
+    up theirs) and where it was dropped (int32 indexes, p*4 bytes an element, or the mask); it recomputes the
+    dropped input, the same operations as autograd on the unfused pair, so the gradients are the same bits."""
 
     @staticmethod
     def forward(ctx, x, weight, p: float, scale: float):
-        positions = draw_dropped(x.numel(), p, x.device)
+        drops = draw_dropped(x.numel(), p, x.device)
         ctx.scale, ctx.weight_dtype = scale, weight.dtype
         if torch.is_autocast_enabled(x.device.type):
             weight = weight.to(torch.get_autocast_dtype(x.device.type))
-        compact = positions.int() if x.numel() < 2 ** 31 else positions
+        compact = drops.int() if drops.dtype == torch.int64 and x.numel() < 2 ** 31 else drops
         ctx.save_for_backward(x, weight, compact)
-        return F.linear(dropped(x.contiguous(), positions, scale), weight)
+        return F.linear(dropped(x.contiguous(), drops, scale), weight)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, compact = ctx.saved_tensors
-        positions = compact.long()
+        drops = compact.long() if compact.dtype == torch.int32 else compact
         grad_rows = grad.reshape(-1, grad.shape[-1])
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = dropped(grad_rows.mm(weight).view(x.shape).to(x.dtype), positions, ctx.scale)
+            grad_x = dropped(grad_rows.mm(weight).view(x.shape).to(x.dtype), drops, ctx.scale)
         if ctx.needs_input_grad[1]:
-            inputs = dropped(x.contiguous(), positions, ctx.scale).to(weight.dtype).reshape(-1, x.shape[-1])
+            inputs = dropped(x.contiguous(), drops, ctx.scale).to(weight.dtype).reshape(-1, x.shape[-1])
             grad_weight = grad_rows.t().mm(inputs).to(ctx.weight_dtype)
         return grad_x, grad_weight, None, None
 
