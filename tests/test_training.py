@@ -500,3 +500,13 @@ def test_freed_step_memory_goes_back_to_the_os():
     return_freed_memory()
     assert rss_mb_now() < held - 150
     del pinned
+
+
+def test_freed_memory_goes_back_every_few_steps_not_every_step(tiny_model_dir, tmp_path, monkeypatch):
+    import adapterbench.training.loop as loop
+
+    handed_back = []
+    monkeypatch.setattr(loop, "return_freed_memory", lambda: handed_back.append(True))
+    cfg = config(tiny_model_dir, tmp_path, max_steps=2 * loop.FREED_MEMORY_EVERY + 1, **{"data.val": None})
+    train(cfg, store=tmp_path / "s.sqlite", show_progress=False)
+    assert len(handed_back) == 2
