@@ -36,7 +36,7 @@ from adapterbench.training.dropout import use_fast_lora_dropout
 ADAPTER_NAME = "default"  # PEFT's name for the adapter of get_peft_model
 LOSS_CHUNK_ROWS = 64  # supervised positions whose logits (49k wide for the default model) exist at once
 # steps between handing freed memory back to the OS: the steps after each hand-back fault every page in again, which
-# the kernel zeroes (at every step: ~8 % of the CPU time on the 2-core machine; at every 8th: ~3 %, +4 % peak RSS)
+# the kernel zeroes (at every step: ~8 % of the CPU time on the 2-core machine; at every 8th: ~3 %, +4-9 % peak RSS)
 FREED_MEMORY_EVERY = 8
 
 
