@@ -42,6 +42,7 @@ def _install() -> None:
 
 
 def sdpa_by_segment(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention, run on the active plan's segment groups where the plan fits this call."""
     plan = _PLAN.get()
     groups = plan.groups_for(query, key, attention_mask, kwargs) if plan is not None else None
     if groups is None:
@@ -52,9 +53,9 @@ def sdpa_by_segment(module, query, key, value, attention_mask, **kwargs):
     flat_key, flat_value = (t.transpose(1, 2).reshape(-1, t.shape[1], t.shape[3]) for t in (key, value))
     out = query.new_zeros(batch * length, heads, value.shape[3])
     for group in groups:
-        n, rows = group["count"], group["query_index"]
+        n = group["count"]
         grouped = [t.index_select(0, index).view(n, -1, t.shape[1], t.shape[2]).transpose(1, 2)
-                   for t, index in ((flat_query, rows), (flat_key, group["key_index"]),
+                   for t, index in ((flat_query, group["query_index"]), (flat_key, group["key_index"]),
                                     (flat_value, group["key_index"]))]
         attended, _ = _sdpa(module, *grouped, group["mask"], is_causal=group["mask"] is None, **kwargs)
         out.index_copy_(0, group["dest"], attended.reshape(-1, heads, value.shape[3]).index_select(0, group["src"]))
