@@ -203,6 +203,29 @@ def test_merged_adapter_equals_peft_forward_and_base_is_restored_exactly(tiny_mo
         assert all(torch.equal(v, base_weights[k]) for k, v in model.state_dict().items() if k in base_weights)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_head_scores_in_small_slices_equal_one_cross_entropy_over_every_row(dtype):
+    """The log-softmax runs a few rows at a time (cache-sized slices); every log-likelihood and greedy flag must be
+    bit for bit what one fp32 cross-entropy and argmax over all the rows give, across uneven slice boundaries."""
+    import torch
+    import torch.nn.functional as F
+
+    from adapterbench.harness.lm import CPU_SOFTMAX_ROWS, _head_scores
+
+    generator = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(24, 999, bias=False).to(getattr(torch, dtype))
+    hidden = torch.randn(3 * CPU_SOFTMAX_ROWS + 5, 24, generator=generator).to(head.weight.dtype)
+    logits = head(hidden).float()
+    targets = torch.randint(0, 999, (len(hidden),), generator=generator)
+    targets[::3] = logits.argmax(dim=-1)[::3]  # some targets are the argmax, so the greedy flags are not all False
+    with torch.no_grad():
+        token_ll, greedy = _head_scores(hidden, targets, head, rows=2 * CPU_SOFTMAX_ROWS + 3)
+        unflagged = _head_scores(hidden, targets, head, need_greedy=False)[1]
+    assert torch.equal(token_ll, -F.cross_entropy(logits, targets, reduction="none"))
+    assert torch.equal(greedy, logits.argmax(dim=-1) == targets) and 0 < int(greedy.sum()) < len(greedy)
+    assert not unflagged.any()
+
+
 def test_packed_prefill_generates_what_each_prompt_generates_alone(tmp_path):
     """Prompts of different lengths, batched: each must continue exactly as it does alone (fp32, greedy)."""
     from conftest import build_tiny_model
