@@ -226,24 +226,33 @@ def test_head_scores_in_small_slices_equal_one_cross_entropy_over_every_row(dtyp
     assert not unflagged.any()
 
 
-def test_packed_prefill_generates_what_each_prompt_generates_alone(tmp_path):
-    """Prompts of different lengths, batched: each must continue exactly as it does alone (fp32, greedy)."""
+@pytest.mark.parametrize("opening", ["", "You answer questions about fine-tuning language models. Question: "])
+def test_packed_prefill_generates_what_each_prompt_generates_alone(opening, tmp_path, monkeypatch):
+    """Prompts of different lengths, batched: each must continue exactly as it does alone (fp32, greedy). With an
+    opening they all share (a system prompt), the batch runs it once; alone, nothing is shared."""
     from conftest import build_tiny_model
     from lm_eval.api.instance import Instance
 
+    import adapterbench.harness.lm as lm_module
     from adapterbench.adapters.models import load_model
-    from adapterbench.harness.lm import AdapterLM
+    from adapterbench.harness.lm import SHARE_MIN_CONTEXT, AdapterLM
 
+    shared_runs = []
+    run_prefix = lm_module._prefix_keys_values
+    monkeypatch.setattr(lm_module, "_prefix_keys_values",
+                        lambda tokens, *a: shared_runs.append(len(tokens)) or run_prefix(tokens, *a))
     model, tokenizer = load_model(str(build_tiny_model(tmp_path / "sharp", init_std=0.3, seed=3)), dtype="fp32")
     lm = AdapterLM(model, tokenizer, batch_size=8)
     prompts = ["LoRA freezes", "Perplexity is the exponential of the mean negative log-likelihood per token.",
                "BLEU counts", "The answer is B.", "Quantization stores each weight in four bits; NF4 uses",
                "ROUGE measures recall of n-grams and longest common subsequences"]
-    requests = [Instance("generate_until", {}, (p, {"until": [], "max_gen_toks": 12, "do_sample": False}), i)
-                for i, p in enumerate(prompts)]
+    requests = [Instance("generate_until", {}, (opening + p, {"until": [], "max_gen_toks": 12, "do_sample": False}),
+                         i) for i, p in enumerate(prompts)]
     batched = lm.generate_until(requests, disable_tqdm=True)
+    assert (len(shared_runs) == 1 and shared_runs[0] >= SHARE_MIN_CONTEXT) if opening else not shared_runs
     lm.batch_size_per_gpu = 1
     alone = [lm.generate_until([r], disable_tqdm=True)[0] for r in requests]
+    assert len(shared_runs) == bool(opening)  # a prompt alone shares nothing
     assert batched == alone
     assert len(set(alone)) == len(alone)  # the prompts really lead to different text
 

@@ -249,14 +249,18 @@ def _row_length(row: list[dict]) -> int:
 
 
 def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
-    """KV cache of every left-padded prompt but its last token, computed on the real tokens only: prompts are
-    packed into rows (each attending to itself, positions from 0) and their keys and values placed back
-    right-aligned, where the padded batch expects them."""
+    """KV cache of every left-padded prompt but its last token, computed on the real tokens only: the opening all
+    prompts share (a chat template's system prompt) once, the rest packed into rows (each attending to that opening
+    and to itself, positions continuing from it), and the keys and values placed back right-aligned, where the
+    padded batch expects them."""
     from transformers import DynamicCache
 
     lengths = mask.sum(dim=1).tolist()
     width = context.shape[1]
-    segments = [context[b, width - n:width - 1].tolist() for b, n in enumerate(lengths)]  # all but the last token
+    prompts = [context[b, width - n:width - 1].tolist() for b, n in enumerate(lengths)]  # all but the last token
+    shared = _shared_opening(prompts, min_prompts=2)
+    prefix_kv = _prefix_keys_values(prompts[0][:shared], body, device) if shared else None
+    segments = [prompt[shared:] for prompt in prompts]
     rows: list[list[int]] = []  # members (prompt indexes) of each packed row
     for b in sorted(range(len(segments)), key=lambda i: -len(segments[i])):
         row = next((r for r in rows if sum(len(segments[i]) for i in r) + len(segments[b]) <= ROW_CAP), None)
@@ -264,21 +268,23 @@ def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
     row_width = max(1, max(sum(len(segments[i]) for i in row) for row in rows))
     ids = torch.zeros(len(rows), row_width, dtype=torch.long)
     positions = torch.zeros(len(rows), row_width, dtype=torch.long)
-    attend = torch.zeros(len(rows), 1, row_width, row_width, dtype=torch.bool)
+    attend = torch.zeros(len(rows), 1, row_width, shared + row_width, dtype=torch.bool)
+    attend[:, :, :, :shared] = True
     places = {}
     for r, row in enumerate(rows):
         offset = 0
         for b in row:
             n = len(segments[b])
             ids[r, offset:offset + n] = torch.tensor(segments[b], dtype=torch.long)
-            positions[r, offset:offset + n] = torch.arange(n)
-            attend[r, 0, offset:offset + n, offset:offset + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            positions[r, offset:offset + n] = torch.arange(shared, shared + n)
+            own = slice(shared + offset, shared + offset + n)
+            attend[r, 0, offset:offset + n, own] = torch.ones(n, n, dtype=torch.bool).tril()
             places[b] = (r, offset, n)
             offset += n
         attend[r, 0, offset:, 0] = True  # padding attends to something, so softmax never sees an all-masked row
-    packed = DynamicCache()
+    packed = _expanded_cache(prefix_kv, len(rows)) if prefix_kv else DynamicCache()
     with torch.no_grad(), attention_by_segment([place for place in places.values() if place[2]], len(rows),
-                                               row_width):
+                                               row_width, shared):
         body(input_ids=ids.to(device), attention_mask=_as_attention_mask(attend, body).to(device),
              position_ids=positions.to(device), past_key_values=packed, use_cache=True)
     layers = []
@@ -286,35 +292,58 @@ def _prefill_cache(context: torch.Tensor, mask: torch.Tensor, body, device):
         keys = layer.keys.new_zeros(len(segments), layer.keys.shape[1], width - 1, layer.keys.shape[3])
         values = torch.zeros_like(keys)
         for b, (r, offset, n) in places.items():
-            keys[b, :, width - 1 - n:] = layer.keys[r, :, offset:offset + n]
-            values[b, :, width - 1 - n:] = layer.values[r, :, offset:offset + n]
+            start = width - 1 - shared - n
+            keys[b, :, start:start + shared] = layer.keys[r, :, :shared]
+            values[b, :, start:start + shared] = layer.values[r, :, :shared]
+            keys[b, :, start + shared:] = layer.keys[r, :, shared + offset:shared + offset + n]
+            values[b, :, start + shared:] = layer.values[r, :, shared + offset:shared + offset + n]
         layers.append((keys, values))
     return DynamicCache(ddp_cache_data=layers)
+
+
+def _shared_opening(token_lists: list[list[int]], min_prompts: int) -> int:
+    """How many opening tokens all lists share, when that is worth running once (0 if not)."""
+    if len(token_lists) < min_prompts:
+        return 0
+    first = token_lists[0]
+    length = min(len(tokens) for tokens in token_lists)
+    for tokens in token_lists[1:]:
+        length = next((i for i in range(length) if tokens[i] != first[i]), length)
+    return length if length >= SHARE_MIN_CONTEXT else 0
+
+
+def _prefix_keys_values(tokens: list[int], body, device) -> list[tuple]:
+    """Per-layer (keys, values) of `tokens` run alone from position 0."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    with torch.no_grad():
+        body(input_ids=torch.tensor([tokens], device=device), past_key_values=cache, use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _expanded_cache(prefix_kv: list[tuple], rows: int):
+    """A cache holding the shared prefix's keys and values once for each of `rows` rows."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1).contiguous(),
+                                         v.expand(rows, -1, -1, -1).contiguous()) for k, v in prefix_kv])
 
 
 def _common_prefix(segments: list[dict], body, device):
     """Prompts of a task usually open alike (system prompt, chat markup, "Question:"): run that prefix once and let
     every segment attend to its cached keys and values. Returns (length, per-layer (keys, values)) or None."""
-    if len(segments) < 4:
+    # each segment keeps its last context token: it predicts
+    length = _shared_opening([s["tokens"][:s["context"] - 1] for s in segments], min_prompts=4)
+    if not length:
         return None
-    first = segments[0]["tokens"]
-    length = min(s["context"] for s in segments) - 1  # each segment keeps its last context token: it predicts
-    for segment in segments[1:]:
-        tokens = segment["tokens"]
-        length = next((i for i in range(length) if tokens[i] != first[i]), length)
-    if length < SHARE_MIN_CONTEXT:
-        return None
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    with torch.no_grad():
-        body(input_ids=torch.tensor([first[:length]], device=device), past_key_values=cache, use_cache=True)
+    prefix_kv = _prefix_keys_values(segments[0]["tokens"][:length], body, device)
     for segment in segments:
         segment["tokens"] = segment["tokens"][length:]
         segment["context"] -= length
         segment["branches"] = [(index, offset - length, continuation)
                                for index, offset, continuation in segment["branches"]]
-    return length, [(layer.keys, layer.values) for layer in cache.layers]
+    return length, prefix_kv
 
 
 def _score_rows(rows, body, head, device, prefix=None, need_greedy: bool = True):
@@ -349,12 +378,7 @@ def _score_rows(rows, body, head, device, prefix=None, need_greedy: bool = True)
                 owners.append((index, len(predictors)))
             start += n
         mask[r, 0, start:, shared] = True  # padding attends to something, so softmax never sees an all-masked row
-    cache = None
-    if prefix_kv is not None:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1).contiguous(),
-                                              v.expand(len(rows), -1, -1, -1).contiguous()) for k, v in prefix_kv])
+    cache = _expanded_cache(prefix_kv, len(rows)) if prefix_kv is not None else None
     with torch.no_grad(), attention_by_segment(spans, len(rows), width, shared):
         hidden = body(input_ids=ids.to(device), attention_mask=_as_attention_mask(mask, body).to(device),
                       position_ids=positions.to(device), past_key_values=cache, use_cache=cache is not None,
