@@ -13,7 +13,9 @@ import pytest
 from tiny_models import ARCHITECTURES, DECLINED, SAMPLE, build_arch_model, every_type_suite
 
 LIMIT = 4
-SUITE = every_type_suite("matrix", mc_gen_tokens=6, qa_tokens=8)
+# the generation task's system prompt is an opening its prompts share: prefill runs it once (lm.py _prefill_cache)
+SUITE = every_type_suite("matrix", mc_gen_tokens=6, qa_tokens=8,
+                         extra={"qa": {"system_prompt": "Answer in one short sentence about LoRA and evaluation."}})
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,8 @@ def test_base_scores_equal_lm_eval_hflm_on_every_task_type(architecture, suite_f
     import adapterbench.harness.lm as lm
     from adapterbench.harness.evaluate import evaluate
 
-    plans = []
-    by_segment = lm.attention_by_segment
+    plans, openings = [], []
+    by_segment, shared_opening = lm.attention_by_segment, lm._shared_opening
 
     @contextmanager
     def recorded(*args, **kwargs):
@@ -93,6 +95,8 @@ def test_base_scores_equal_lm_eval_hflm_on_every_task_type(architecture, suite_f
         plans.append(plan.used)
 
     monkeypatch.setattr(lm, "attention_by_segment", recorded)
+    monkeypatch.setattr(lm, "_shared_opening", lambda tokens, min_prompts: openings.append(
+        (min_prompts, shared_opening(tokens, min_prompts))) or openings[-1][1])
     model_dir = build_arch_model(architecture, tmp_path / architecture)
     with caplog.at_level(logging.WARNING, logger="adapterbench"):
         ours = evaluate(suite_file, base=str(model_dir), limit=LIMIT, dtype="fp32", save=False)
@@ -101,6 +105,8 @@ def test_base_scores_equal_lm_eval_hflm_on_every_task_type(architecture, suite_f
     assert bool(declined) == (architecture in DECLINED), declined
     fast = architecture not in DECLINED and architecture not in WHOLE_ROW_ATTENTION
     assert bool(plans) == (architecture not in DECLINED) and (sum(plans) > 0) == fast, plans
+    # generation's packed prefill ran the shared system prompt once (min_prompts=2 is the prefill's call)
+    assert any(least == 2 and length > 0 for least, length in openings) == (architecture not in DECLINED), openings
     assert_equal_to_reference(ours, "base", reference_run(model_dir, suite_file, tmp_path / "tasks"))
 
 
