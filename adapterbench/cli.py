@@ -232,6 +232,7 @@ def train(
     stats = manifest["stats"]
     _echo(f"trained {stats['steps']} steps, {stats['tokens_seen']:,} tokens in {stats['train_seconds']:.0f} s "
           f"({stats['tokens_per_second']:.0f} tokens/s), peak memory {stats['peak_rss_mb']:.0f} MB"
+          + (f", GPU {stats['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in stats else "")
           + (" - stopped early" if stats["stopped_early"] else ""))
     for key, value in manifest["final_metrics"].items():
         if key not in ("step", "tokens_seen"):

@@ -6,12 +6,16 @@ Workload (from ../shared/data; skipped cleanly when absent): 100 four-choice MML
 Adapters: random LoRA, r=8, all linear layers. Both sides run the same generated lm-eval YAML with the chat template.
 
     .venv/bin/python bench/eval_speed.py [--dtype float32] [--skip-peer | --reuse-peer] [--reuse-ours]
-                                         [--peer-models K] [--out bench/out/eval]
+                                         [--peer-models K] [--out bench/out/eval] [--base DIR] [--data DIR]
+                                         [--device cpu|cuda]
 
 --reuse-peer compares with the last peer run of that dtype (OUT/peer-DTYPE.json) instead of running lm-eval again,
 --reuse-ours with the last adapterbench run (OUT/ours-DTYPE.json). --peer-models K runs the lm-eval CLI for the first K
 of the 5 models only (base first), where it would take an hour (fp32 on an AVX2-only CPU); the speed-up is then per
-model: (peer seconds / K) / (adapterbench seconds / 5).
+model: (peer seconds / K) / (adapterbench seconds / 5). --base scores another base (a model dir) than the default
+model, --data takes mc.jsonl, ppl.jsonl and gen.jsonl from a folder written by an earlier run instead of
+../shared/data, and --device runs the peer on the GPU (`adapterbench eval` picks it by itself): bench/gpu_speed.py
+runs it so on a GPU machine, where neither the default model nor ../shared/data is present.
 """
 
 from __future__ import annotations
@@ -26,12 +30,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-BIN = Path(sys.executable).parent
+DATA_FILES = ("mc.jsonl", "ppl.jsonl", "gen.jsonl")
 
 
-def prepare(out: Path) -> tuple[Path, dict[str, Path]]:
-    """Write the workload's data, suite.yaml and the four adapters (once)."""
-    from adapterbench.adapters.models import resolve_model
+def write_data(out: Path) -> None:
+    """The workload's three data files (DATA_FILES), from ../shared/data."""
     from adapterbench.datafiles.reading import read_records
     from adapterbench.datafiles.writing import write_jsonl
 
@@ -43,12 +46,25 @@ def prepare(out: Path) -> tuple[Path, dict[str, Path]]:
     write_jsonl(out / "mc.jsonl", mc)
     write_jsonl(out / "ppl.jsonl", paragraphs)
     write_jsonl(out / "gen.jsonl", seed_tasks)
+
+
+def prepare(out: Path, base: Path, data: Path | None = None) -> tuple[Path, dict[str, Path]]:
+    """Write the workload's data (from ../shared/data, or copied from `data`), suite.yaml and the four adapters of
+    `base` (once)."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        write_data(out)
+    else:
+        for name in DATA_FILES:
+            if (data / name).resolve() != (out / name).resolve():
+                shutil.copyfile(data / name, out / name)
     suite = out / "suite.yaml"
     suite.write_text("name: bench\ntasks:\n"
                      "  - {name: bench_mc, type: multiple_choice, data: mc.jsonl}\n"
                      "  - {name: bench_ppl, type: perplexity, data: ppl.jsonl}\n"
                      "  - {name: bench_gen, type: generation, data: gen.jsonl, max_new_tokens: 48}\n")
-    base = resolve_model("default")
     adapters = {}
     for i in range(4):
         path = out / "adapters" / f"lora{i}"
@@ -82,11 +98,12 @@ def timed(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(suite: Path, adapters: dict[str, Path], out: Path, dtype: str) -> tuple[float, dict]:
+def run_ours(suite: Path, adapters: dict[str, Path], out: Path, dtype: str, base: Path) -> tuple[float, dict]:
     store = out / f"store-{dtype}.sqlite"
     store.unlink(missing_ok=True)
     result = out / f"ours-{dtype}.json"
-    cmd = [str(BIN / "adapterbench"), "eval", str(suite), "--dtype", dtype, "--store", str(store), "--json",
+    cmd = [sys.executable, "-m", "adapterbench", "eval", str(suite), "--base", str(base), "--dtype", dtype,
+           "--store", str(store), "--json",
            *[arg for label, path in adapters.items() for arg in ("--adapter", f"{label}={path}")]]
     seconds = timed(cmd, out / f"ours-{dtype}.log")
     text = (out / f"ours-{dtype}.log").read_text()
@@ -95,21 +112,20 @@ def run_ours(suite: Path, adapters: dict[str, Path], out: Path, dtype: str) -> t
     return seconds, printed["results"]
 
 
-def run_peer(suite: Path, adapters: dict[str, Path], out: Path, dtype: str, models: int) -> tuple[float, dict]:
+def run_peer(suite: Path, adapters: dict[str, Path], out: Path, dtype: str, models: int, base: Path,
+             device: str) -> tuple[float, dict]:
     """The lm-eval CLI once per model, for the first `models` of base + adapters."""
-    from adapterbench.adapters.models import resolve_model
     from adapterbench.config import load_suite
     from adapterbench.tasks.compile import build_suite
 
     task_dir = out / "tasks"
     build_suite(load_suite(suite), task_dir)
-    base = resolve_model("default")
     seconds, results = 0.0, {}
     for label, adapter in list({"base": None, **adapters}.items())[:models]:
         model_args = f"pretrained={base},dtype={dtype}" + (f",peft={adapter}" if adapter else "")
         output = out / f"peer-{dtype}-{label}"
-        cmd = [str(BIN / "lm_eval"), "--model", "hf", "--model_args", model_args, "--include_path", str(task_dir),
-               "--tasks", "bench_mc,bench_ppl,bench_gen", "--batch_size", "8", "--device", "cpu",
+        cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", model_args, "--include_path",
+               str(task_dir), "--tasks", "bench_mc,bench_ppl,bench_gen", "--batch_size", "8", "--device", device,
                "--apply_chat_template", "--output_path", str(output)]
         seconds += timed(cmd, out / f"peer-{dtype}-{label}.log")
         payload = json.loads(next(output.rglob("results_*.json")).read_text())
@@ -141,24 +157,32 @@ def main() -> None:
     parser.add_argument("--peer-models", type=int, default=5, choices=range(1, 6),
                         help="run the lm-eval CLI for the first K models only; the speed-up is then per model")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--base", default="default", help="the base: 'default' or a model dir")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a folder with mc.jsonl, ppl.jsonl and gen.jsonl (default: written from ../shared/data)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the lm-eval CLI runs")
     args = parser.parse_args()
-    if not SHARED.is_dir():
+    if args.data is None and not SHARED.is_dir():
         print(f"skipped: the benchmark's data is not present at {SHARED}")
         return
     from machine import describe, line
 
+    from adapterbench.adapters.models import resolve_model
+
     machine = describe()
     print(line(machine))
-    suite, adapters = prepare(args.out)
+    base = resolve_model(args.base)
+    suite, adapters = prepare(args.out, base, args.data)
     ours_dtype = {"bfloat16": "bf16", "float32": "fp32"}[args.dtype]
     saved_ours = args.out / f"ours-{ours_dtype}.json"
     if args.reuse_ours and saved_ours.is_file():
         printed = json.loads(saved_ours.read_text())
         ours_seconds, ours = printed["bench_seconds"], printed["results"]
     else:
-        ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype)
+        ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype, base)
     print(f"adapterbench eval ({args.dtype}): {ours_seconds:.1f} s for 5 models")
-    summary = {"dtype": args.dtype, "adapterbench_seconds": round(ours_seconds, 1), "machine": machine}
+    summary = {"dtype": args.dtype, "base": args.base, "adapterbench_seconds": round(ours_seconds, 1),
+               "machine": machine}
     if not args.skip_peer:
         saved = args.out / f"peer-{args.dtype}.json"
         summary["peer_reused"] = args.reuse_peer and saved.is_file()
@@ -166,7 +190,8 @@ def main() -> None:
             reused = json.loads(saved.read_text())
             peer_seconds, peer = reused["seconds"], reused["results"]
         else:
-            peer_seconds, peer = run_peer(suite, adapters, args.out, args.dtype, args.peer_models)
+            peer_seconds, peer = run_peer(suite, adapters, args.out, args.dtype, args.peer_models, base,
+                                          args.device)
             saved.write_text(json.dumps({"seconds": peer_seconds, "results": peer}, indent=2))
         speedup = (peer_seconds / len(peer)) / (ours_seconds / (1 + len(adapters)))
         summary.update(peer_seconds=round(peer_seconds, 1), peer_models=len(peer),

@@ -18,7 +18,10 @@ TRL is a benchmark-only dependency (not in pyproject.toml), installed under the 
                                       [--dtype auto|bf16|fp32]
 
 --data takes the seed tasks file (instruction + instances[0].input/output) or a JSONL of instruction/input/output
-records; the default is ../shared/data/self_instruct_seed_tasks.jsonl.
+records; the default is ../shared/data/self_instruct_seed_tasks.jsonl. For the GPU benchmark (bench/gpu_speed.py),
+--text FILE trains on a JSONL of {"text": ...} records instead, as `adapterbench train` trains `format: text`: the
+texts joined by end-of-text tokens and cut into blocks of --max-length tokens (TRL's "wrapped" packing), loss on every
+token; --base takes a model dir, --device cuda runs on the GPU and reports its peak memory.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def check_completion_only(dataset, tokenizer) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SEED_TASKS)
+    parser.add_argument("--text", type=Path, default=None, help='a JSONL of {"text": ...}: wrapped blocks, every token')
+    parser.add_argument("--base", default="default", help="adapterbench's base reference (a model dir, 'default')")
+    parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (smoke run)")
     parser.add_argument("--output-dir", type=Path, default=None, help="Trainer's output_dir (nothing is saved)")
     parser.add_argument("--save-adapter", type=Path, default=None,
@@ -85,8 +93,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
                         help="compute dtype; auto resolves as adapterbench's trainer does on this machine")
     args = parser.parse_args()
-    if not args.data.is_file():
-        print(f"skipped: {args.data} is not present", file=sys.stderr)
+    data = args.text or args.data
+    if not data.is_file():
+        print(f"skipped: {data} is not present", file=sys.stderr)
         return
 
     import torch
@@ -97,26 +106,34 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from adapterbench.adapters.models import resolve_dtype, resolve_model
+    from adapterbench.training.loop import peak_gpu_memory
 
-    path = resolve_model("default")
-    dtype = resolve_dtype(args.dtype, "cpu")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=BitsAndBytesConfig(
+    path = resolve_model(args.base)
+    dtype = resolve_dtype(args.dtype, args.device)
+    placement = {"device_map": {"": args.device}} if args.device != "cpu" else {}  # on a CPU: loaded as always
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement, quantization_config=BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if args.text:
+        rows = [{"text": json.loads(line)["text"]} for line in args.text.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        shape = {"packing": True, "packing_strategy": "wrapped", "dataset_text_field": "text"}
+    else:
+        rows, shape = read_pairs(args.data), {"completion_only_loss": True}
     config = SFTConfig(
-        output_dir=str(args.output_dir or tempfile.mkdtemp(prefix="trl-peer-")),
-        completion_only_loss=True, gradient_checkpointing=True, bf16=dtype == torch.bfloat16, max_length=MAX_LENGTH,
-        per_device_train_batch_size=4, num_train_epochs=1, max_steps=args.max_steps, learning_rate=2e-4,
+        output_dir=str(args.output_dir or tempfile.mkdtemp(prefix="trl-peer-")), **shape,
+        gradient_checkpointing=True, bf16=dtype == torch.bfloat16, max_length=args.max_length,
+        per_device_train_batch_size=args.batch_size, num_train_epochs=1, max_steps=args.max_steps, learning_rate=2e-4,
         lr_scheduler_type="constant", optim="adamw_torch", max_grad_norm=0.3, logging_steps=1, save_strategy="no",
-        eval_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0)
+        eval_strategy="no", report_to=[], use_cpu=args.device == "cpu", seed=0, dataloader_num_workers=0)
     peft_config = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                              task_type="CAUSAL_LM")
     with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; stdout carries only the result
-        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(read_pairs(args.data)),
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, peft_config=peft_config)
-        masks = check_completion_only(trainer.train_dataset, tokenizer)
+        masks = {} if args.text else check_completion_only(trainer.train_dataset, tokenizer)
         lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-        assert max(lengths) <= MAX_LENGTH
+        assert max(lengths) <= args.max_length
 
         start = time.perf_counter()
         trainer.train()
@@ -131,9 +148,10 @@ def main() -> None:
     tokens = sum(lengths) if args.max_steps < 0 else seen
     if args.max_steps < 0 and seen and seen != tokens:
         print(f"warning: TRL counted {seen} tokens, the prepared dataset holds {tokens}", file=sys.stderr)
+    gpu = peak_gpu_memory()  # as adapterbench's manifest counts it: the process's peak, the loaded model included
     print(json.dumps({
         "tokens": tokens, "train_seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **gpu,
         "steps": trainer.state.global_step, "losses": losses,
         "trl_version": trl.__version__, "dtype": str(dtype).removeprefix("torch."), "examples": len(lengths),
         "dataset_tokens": sum(lengths),

@@ -483,6 +483,20 @@ def test_peak_memory_is_read_in_the_unit_each_platform_reports():
         assert peak == pytest.approx(int(status["VmHWM"].split()[0]) / 1024, rel=0.05)
 
 
+def test_peak_gpu_memory_is_reported_in_mib_only_where_cuda_ran(monkeypatch):
+    import torch
+
+    from adapterbench.training.loop import peak_gpu_memory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # CUDA present, this process never used it
+    assert peak_gpu_memory() == {}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 6 * 2**30 + 2**19)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: 7 * 2**30)
+    assert peak_gpu_memory() == {"peak_gpu_mb": 6144.5, "peak_gpu_reserved_mb": 7168.0}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_freed_step_memory_goes_back_to_the_os():
     from adapterbench.training.loop import _malloc_trim, return_freed_memory

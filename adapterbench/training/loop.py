@@ -639,7 +639,7 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
                   "steps": state["step"], "planned_steps": total_steps, "tokens_seen": state["tokens_seen"],
                   "tokens_per_second": round(state["tokens_seen"] / max(train_seconds, 1e-9), 1),
                   "peak_rss_mb": round(rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), 1),
-                  "stopped_early": stopped_early, "processes": processes},
+                  **peak_gpu_memory(), "stopped_early": stopped_early, "processes": processes},
         "best": {"step": state["best_step"], "value": state["best"],
                  "metric": config.early_stopping.metric if config.early_stopping else "val_loss"},
         "final_metrics": {**({"train_loss": trains[-1]["train_loss"]} if trains else {}),
@@ -647,6 +647,15 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
     }
     write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     return manifest
+
+
+def peak_gpu_memory() -> dict:
+    """This process's peak CUDA memory in MiB, the loaded model included (what a QLoRA memory figure counts):
+    allocated by tensors, and reserved by PyTorch's caching allocator (what nvidia-smi sees); {} without CUDA."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "peak_gpu_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
 
 
 def rss_mb(max_rss: int, platform: str = sys.platform) -> float:
