@@ -11,13 +11,14 @@ their configs with random weights (speed and memory do not depend on the values;
 on both sides) and runs both benchmarks, writing a summary and the logs into --out after each part:
 
     .venv/bin/python bench/gpu_speed.py prepare                        # here, once
-    # there: the device tool's run, carry [".bench-gpu"], one command of about 8 minutes:
+    # there: two device-tool runs, each with carry [".bench-gpu"] (estimated 5-6 and 2-3 minutes; a run may take 10):
     python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
         .bench-gpu/wheels/*.whl &&
-      PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 bench/gpu_speed.py run --out $OUT
+      PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 bench/gpu_speed.py run --only train --out $OUT
+    # ... and the same with --only eval
 
 The 7B model takes the default model's tokenizer, so its vocabulary is 49,152 words (Mistral's 32,000): 7.4B
-parameters instead of 7.2B. `run --tiny` runs every step on a 2-layer model of the same kind (on the CPU where there
+parameters where Mistral-7B has 7.24B. `run --tiny` runs every step on a 2-layer model of the same kind (on the CPU where there
 is no GPU): the script's own smoke run.
 """
 
@@ -121,7 +122,7 @@ def canonical(name: str) -> str:
 
 # --- there: the two benchmarks ---
 
-def run(prepared: Path, out: Path, tiny: bool, steps: int, only: str | None) -> None:
+def run(prepared: Path, out: Path, tiny: bool, steps: int, peer_models: int, only: str | None) -> None:
     import torch
 
     from machine import describe, line
@@ -138,12 +139,14 @@ def run(prepared: Path, out: Path, tiny: bool, steps: int, only: str | None) -> 
     if only in (None, "train"):
         base = build_base(tokenizer, work / "mistral", mistral_config(tokenizer, tiny), device)
         summary["train"] = {"base": describe_base(base), "steps": steps}
-        for name, gradient_checkpointing in (("ours", False), ("ours_checkpointing", True)):
-            summary["train"][name] = train_ours(base, prepared / "text.jsonl", work / name, steps,
-                                                gradient_checkpointing, out / f"train-{name}.log")
-            save()
-        summary["train"]["trl"] = train_trl(base, prepared / "text.jsonl", work / "trl", steps, device,
-                                            out / "train-trl.log")
+        text = prepared / "text.jsonl"
+        summary["train"]["ours"] = train_ours(base, text, work / "ours", steps, False, out / "train-ours.log")
+        save()
+        summary["train"]["trl"] = train_trl(base, text, work / "trl", steps, device, out / "train-trl.log")
+        save()
+        # TRL recomputes activations, as the QLoRA paper's memory figure assumes; ours does not by default
+        summary["train"]["ours_checkpointing"] = train_ours(base, text, work / "ours_checkpointing", steps, True,
+                                                            out / "train-ours_checkpointing.log")
         save()
         shutil.rmtree(base)
     if only in (None, "eval"):
@@ -153,7 +156,7 @@ def run(prepared: Path, out: Path, tiny: bool, steps: int, only: str | None) -> 
         if tiny:
             config.num_hidden_layers = 2
         base = build_base(tokenizer, work / "smollm2", config, "cpu")
-        summary["eval"] = score(base, prepared / "suite", work / "eval", device, 2 if tiny else 5, out)
+        summary["eval"] = score(base, prepared / "suite", work / "eval", device, peer_models, out)
         save()
     print(json.dumps(summary, indent=2))
 
@@ -264,12 +267,15 @@ def main() -> None:
     there.add_argument("--out", type=Path, required=True, help="where the summary and the logs go")
     there.add_argument("--tiny", action="store_true", help="a 2-layer Mistral and a 2-layer SmolLM2: a smoke run")
     there.add_argument("--steps", type=int, default=40, help="optimizer steps of each training run")
-    there.add_argument("--only", choices=["train", "eval"], default=None)
+    there.add_argument("--peer-models", type=int, default=2, choices=range(1, 6),
+                       help="models the lm-eval CLI scores (it starts afresh for each); the ratio is per model")
+    there.add_argument("--only", choices=["train", "eval"], default=None,
+                       help="one part; the two parts fit one device call each where both do not fit one")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.out)
     else:
-        run(args.prepared, args.out, args.tiny, args.steps, args.only)
+        run(args.prepared, args.out, args.tiny, args.steps, args.peer_models, args.only)
 
 
 if __name__ == "__main__":
