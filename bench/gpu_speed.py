@@ -17,9 +17,9 @@ on both sides) and runs both benchmarks, writing a summary and the logs into --o
       PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 bench/gpu_speed.py run --only train --out $OUT
     # ... and the same with --only eval
 
-The 7B model takes the default model's tokenizer, so its vocabulary is 49,152 words (Mistral's 32,000): 7.4B
-parameters where Mistral-7B has 7.24B. `run --tiny` runs every step on a 2-layer model of the same kind (on the CPU where there
-is no GPU): the script's own smoke run.
+The 7B model takes the default model's tokenizer, so its vocabulary is 49,152 words (Mistral's 32,000): 7.38B
+parameters where Mistral-7B has 7.24B. `run --tiny` runs every step on 2-layer models (on the CPU where there is no
+GPU): the script's own smoke run.
 """
 
 from __future__ import annotations
