@@ -12,6 +12,7 @@ import pytest
 from adapterbench.config import load_suite
 from adapterbench.errors import UserError
 from adapterbench.harness.evaluate import evaluate, parse_adapters, results_table
+from adapterbench.harness.prepack import onednn_bf16
 
 from tiny_models import SAMPLE, every_type_suite
 
@@ -83,6 +84,32 @@ def test_every_task_type_matches_lm_eval_hflm_in_float32(tiny_model_dir, suite_f
             for sample in reference["samples"][task]:
                 if isinstance(sample["filtered_resps"][0], str):  # a generation: the same greedy text
                     assert predictions[(task, sample["doc"]["id"])] == sample["filtered_resps"][0], (task, sample["doc"]["id"], len(sample["arguments"][0][0]) if isinstance(sample["arguments"][0], (list, tuple)) else sample["arguments"])
+
+
+@pytest.mark.skipif(not onednn_bf16(), reason="no oneDNN bf16 matmuls on this CPU: weights are never packed here")
+def test_packed_weights_change_no_bf16_score_or_answer(tiny_model_dir, suite_file, adapters, monkeypatch):
+    """bf16 on a CPU scores with its linear layers' weights packed for oneDNN; every score and every greedy answer
+    of every task type, base and merged adapter alike, is the one the unpacked layers give."""
+    from contextlib import nullcontext
+
+    import adapterbench.harness.lm as lm_module
+    import adapterbench.harness.prepack as prepack
+
+    calls = []
+    packed_forward = prepack._packed_forward
+    monkeypatch.setattr(prepack, "_packed_forward", lambda *a: calls.append(1) or packed_forward(*a))
+    runs = {}
+    for packing in (True, False):
+        if not packing:
+            monkeypatch.setattr(lm_module, "packed_linears", lambda model: nullcontext())
+        run = evaluate(suite_file, base=str(tiny_model_dir), adapters={"a0": str(adapters["a0"])}, limit=LIMIT,
+                       dtype="bf16", save=False)
+        runs[packing] = (results_table(run), {(s["label"], s["task"], s["doc_id"]): s["prediction"]
+                                              for s in run["samples"]})
+        assert bool(calls) == packing
+        calls.clear()
+    assert runs[True] == runs[False]
+    assert runs[True][0]["a0"] != runs[True][0]["base"]  # the adapter is really there
 
 
 def test_adapter_among_four_scores_as_it_does_alone(tiny_model_dir, suite_file, adapters):

@@ -12,6 +12,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from adapterbench.adapters.heads import find_post_head
+from adapterbench.harness.prepack import packed_linears
 from adapterbench.harness.segments import attention_by_segment
 
 SHARE_MIN_CONTEXT = 8  # a context shorter than this is cheaper to repeat than to share under a packed mask
@@ -47,7 +48,8 @@ class AdapterLM(HFLM):
     def use(self, label: str):
         """Score with adapter `label` ('base': no adapter). A full-precision base gets a plain LoRA adapter merged
         into its weights for the duration (it then costs what the base costs); any other adapter, and any adapter
-        on a 4-bit base, runs PEFT's unmerged forward, under bf16 autocast as QLoRA training runs it."""
+        on a 4-bit base, runs PEFT's unmerged forward, under bf16 autocast as QLoRA training runs it. A bf16 model
+        on a CPU scores with its linear layers' weights packed for oneDNN once (prepack.py)."""
         from adapterbench.adapters.attach import attached
 
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16_autocast):
@@ -57,16 +59,17 @@ class AdapterLM(HFLM):
                     base = self._model
                     with attached(base, self._adapter_paths[label]) as self._model:
                         try:
-                            with self._merged():
+                            with self._merged(), packed_linears(self._model):
                                 yield
                         finally:
                             self._model = base
                 elif hasattr(self._model, "disable_adapter") and label != "base":
                     self._model.set_adapter(label)
-                    with self._merged():
+                    with self._merged(), packed_linears(self._model):
                         yield
                 else:
-                    with self._model.disable_adapter() if hasattr(self._model, "disable_adapter") else nullcontext():
+                    with (self._model.disable_adapter() if hasattr(self._model, "disable_adapter") else nullcontext(),
+                          packed_linears(self._model)):
                         yield
             finally:
                 self._label = "base"
