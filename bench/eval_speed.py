@@ -98,7 +98,7 @@ def timed(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(suite: Path, adapters: dict[str, Path], out: Path, dtype: str, base: Path) -> tuple[float, dict]:
+def run_ours(suite: Path, adapters: dict[str, Path], out: Path, dtype: str, base: str) -> tuple[float, dict]:
     store = out / f"store-{dtype}.sqlite"
     store.unlink(missing_ok=True)
     result = out / f"ours-{dtype}.json"
@@ -179,7 +179,7 @@ def main() -> None:
         printed = json.loads(saved_ours.read_text())
         ours_seconds, ours = printed["bench_seconds"], printed["results"]
     else:
-        ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype, base)
+        ours_seconds, ours = run_ours(suite, adapters, args.out, ours_dtype, args.base)
     print(f"adapterbench eval ({args.dtype}): {ours_seconds:.1f} s for 5 models")
     summary = {"dtype": args.dtype, "base": args.base, "adapterbench_seconds": round(ours_seconds, 1),
                "machine": machine}
