@@ -76,3 +76,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def packed_calls(monkeypatch) -> list:
+    """One entry per call of a linear layer packed for oneDNN (harness/prepack.py), so a test knows packing ran."""
+    import adapterbench.harness.prepack as prepack
+
+    calls = []
+    packed_forward = prepack._packed_forward
+    monkeypatch.setattr(prepack, "_packed_forward", lambda *a: calls.append(1) or packed_forward(*a))
+    return calls

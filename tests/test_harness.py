@@ -87,17 +87,13 @@ def test_every_task_type_matches_lm_eval_hflm_in_float32(tiny_model_dir, suite_f
 
 
 @pytest.mark.skipif(not onednn_bf16(), reason="no oneDNN bf16 matmuls on this CPU: weights are never packed here")
-def test_packed_weights_change_no_bf16_score_or_answer(tiny_model_dir, suite_file, adapters, monkeypatch):
+def test_packed_weights_change_no_bf16_score_or_answer(tiny_model_dir, suite_file, adapters, monkeypatch,
+                                                        packed_calls):
     """bf16 on a CPU scores with its linear layers' weights packed for oneDNN; every score and every greedy answer
     of every task type, base and merged adapter alike, is the one the unpacked layers give."""
     from contextlib import nullcontext
 
     import adapterbench.harness.lm as lm_module
-    import adapterbench.harness.prepack as prepack
-
-    calls = []
-    packed_forward = prepack._packed_forward
-    monkeypatch.setattr(prepack, "_packed_forward", lambda *a: calls.append(1) or packed_forward(*a))
     runs = {}
     for packing in (True, False):
         if not packing:
@@ -106,8 +102,8 @@ def test_packed_weights_change_no_bf16_score_or_answer(tiny_model_dir, suite_fil
                        dtype="bf16", save=False)
         runs[packing] = (results_table(run), {(s["label"], s["task"], s["doc_id"]): s["prediction"]
                                               for s in run["samples"]})
-        assert bool(calls) == packing
-        calls.clear()
+        assert bool(packed_calls) == packing
+        packed_calls.clear()
     assert runs[True] == runs[False]
     assert runs[True][0]["a0"] != runs[True][0]["base"]  # the adapter is really there
 
