@@ -42,7 +42,7 @@ ENV_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PA
 WHEELS = ("annotated-types", "bitsandbytes", "chardet", "dataproperty", "datasets", "defusedxml", "dill", "evaluate",
           "gguf", "lm-eval", "mbstrdecoder", "more-itertools", "multiprocess", "nltk", "pathvalidate", "peft",
           "pydantic", "pydantic-core", "pytablewriter", "rouge-score", "sqlitedict", "tabledata", "tcolorpy",
-          "transformers", "trl", "typepy", "typer", "typing-inspection", "word2number")
+          "pytz", "transformers", "trl", "typepy", "typer", "typing-extensions", "typing-inspection", "word2number")
 CUDA_LIBRARIES = ("libbitsandbytes_cuda130.so", "libbitsandbytes_cuda132.so")  # the image's torch is built for 13.0
 MISTRAL_7B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
               "num_key_value_heads": 8, "max_position_embeddings": 4096, "rope_theta": 10000.0}
@@ -134,7 +134,10 @@ def run(prepared: Path, out: Path, tiny: bool, steps: int, peer_models: int, onl
     summary = {"machine": describe(), "tiny": tiny, "device": device, "versions": versions()}
     print(line(summary["machine"]), summary["versions"], flush=True)
     save = lambda: (out / "gpu-summary.json").write_text(json.dumps(summary, indent=2))  # noqa: E731
+    summary["preflight"] = preflight()
     save()
+    if summary["preflight"] != "ok":
+        raise SystemExit(f"preflight failed, nothing was run: {summary['preflight']}")
     tokenizer = prepared / "smollm2"
     if only in (None, "train"):
         base = build_base(tokenizer, work / "mistral", mistral_config(tokenizer, tiny), device)
@@ -147,6 +150,7 @@ def run(prepared: Path, out: Path, tiny: bool, steps: int, peer_models: int, onl
         # TRL recomputes activations, as the QLoRA paper's memory figure assumes; ours does not by default
         summary["train"]["ours_checkpointing"] = train_ours(base, text, work / "ours_checkpointing", steps, True,
                                                             out / "train-ours_checkpointing.log")
+        summary["train"]["ratios"] = training_ratios(summary["train"])
         save()
         shutil.rmtree(base)
     if only in (None, "eval"):
@@ -159,6 +163,17 @@ def run(prepared: Path, out: Path, tiny: bool, steps: int, peer_models: int, onl
         summary["eval"] = score(base, prepared / "suite", work / "eval", device, peer_models, out)
         save()
     print(json.dumps(summary, indent=2))
+
+
+def preflight() -> str:
+    """Every import the three programs need, and the table lm-eval's CLI prints at its end, before minutes of model
+    building: 'ok', or what failed."""
+    probe = ("import adapterbench.cli, adapterbench.harness.evaluate, adapterbench.training, bitsandbytes, trl, "
+             "lm_eval.__main__, lm_eval.evaluator\n"
+             "from pytablewriter import MarkdownTableWriter\n"
+             "MarkdownTableWriter(headers=['a'], value_matrix=[[1]]).dumps()\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=subprocess_env())
+    return "ok" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["exit code"])[-1]
 
 
 def versions() -> dict:
@@ -241,6 +256,21 @@ def train_trl(base: Path, text: Path, work: Path, steps: int, device: str, log: 
     result = json.loads(lines[-1])
     result.pop("losses", None)
     return result
+
+
+def training_ratios(train: dict) -> dict:
+    """Ours against TRL: tokens/s over the optimizer steps' time on both sides (`train_seconds` in our manifest,
+    trl_sft_peer.py's `step_seconds`), and peak GPU memory allocated (peak RSS without a GPU)."""
+    peer = train.get("trl", {})
+    ratios = {}
+    for name in ("ours", "ours_checkpointing"):
+        side = train.get(name, {})
+        if "error" in side or "error" in peer or not side or not peer:
+            continue
+        memory = "peak_gpu_mb" if "peak_gpu_mb" in side and "peak_gpu_mb" in peer else "peak_rss_mb"
+        ratios[name] = {"tokens_per_second": round(side["tokens_per_second"] / peer["tokens_per_step_second"], 2),
+                        memory: round(side[memory] / peer[memory], 3)}
+    return ratios
 
 
 def score(base: Path, data: Path, work: Path, device: str, peer_models: int, out: Path) -> dict:

@@ -78,6 +78,26 @@ def check_completion_only(dataset, tokenizer) -> dict:
     return {"masked_prompt_tokens": masked, "supervised_tokens": supervised}
 
 
+def step_timer(synchronize):
+    """A callback summing the time from each optimizer step's start to its end (forward, backward, optimizer step),
+    as `adapterbench train` counts its train_seconds; `train()` as a whole also holds the Trainer's set-up and
+    logging, which weigh on a short run."""
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        seconds, started = 0.0, None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
+            self.seconds += time.perf_counter() - self.started
+
+    return Timer()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SEED_TASKS)
@@ -128,9 +148,10 @@ def main() -> None:
         eval_strategy="no", report_to=[], use_cpu=args.device == "cpu", seed=0, dataloader_num_workers=0)
     peft_config = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                              task_type="CAUSAL_LM")
+    steps = step_timer(torch.cuda.synchronize if args.device == "cuda" else lambda: None)
     with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; stdout carries only the result
         trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=peft_config)
+                             processing_class=tokenizer, peft_config=peft_config, callbacks=[steps])
         masks = {} if args.text else check_completion_only(trainer.train_dataset, tokenizer)
         lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
         assert max(lengths) <= args.max_length
@@ -151,6 +172,7 @@ def main() -> None:
     gpu = peak_gpu_memory()  # as adapterbench's manifest counts it: the process's peak, the loaded model included
     print(json.dumps({
         "tokens": tokens, "train_seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 2),
+        "step_seconds": round(steps.seconds, 3), "tokens_per_step_second": round(tokens / steps.seconds, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **gpu,
         "steps": trainer.state.global_step, "losses": losses,
         "trl_version": trl.__version__, "dtype": str(dtype).removeprefix("torch."), "examples": len(lengths),

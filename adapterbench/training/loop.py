@@ -651,7 +651,8 @@ def write_manifest(config: TrainConfig, run_dir: Path, state: dict, started: flo
 
 def peak_gpu_memory() -> dict:
     """This process's peak CUDA memory in MiB, the loaded model included (what a QLoRA memory figure counts):
-    allocated by tensors, and reserved by PyTorch's caching allocator (what nvidia-smi sees); {} without CUDA."""
+    allocated by tensors, and reserved by PyTorch's caching allocator (what nvidia-smi sees); {} without CUDA.
+    Under several processes the manifest carries the main process's, each process holding one device."""
     if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
         return {}
     return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
