@@ -169,7 +169,7 @@ def preflight() -> str:
     """Every import the three programs need, and the table lm-eval's CLI prints at its end, before minutes of model
     building: 'ok', or what failed."""
     probe = ("import adapterbench.cli, adapterbench.harness.evaluate, adapterbench.training, bitsandbytes, trl, "
-             "lm_eval.__main__, lm_eval.evaluator\n"
+             "lm_eval.__main__, lm_eval.evaluator, rouge_score.rouge_scorer, sacrebleu, nltk\n"
              "from pytablewriter import MarkdownTableWriter\n"
              "MarkdownTableWriter(headers=['a'], value_matrix=[[1]]).dumps()\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=subprocess_env())
