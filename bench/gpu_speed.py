@@ -33,16 +33,17 @@ import time
 import zipfile
 from pathlib import Path
 
+from train_speed import ENV  # the benchmarks' child processes: offline, tokenizers single-threaded
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 PREPARED = REPO / ".bench-gpu"
-ENV_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 # What the GPU image (device/KINDS.md's package list) lacks of adapterbench's, lm-eval's and TRL's dependencies,
 # plus transformers and peft, carried at our pins whatever versions the image has
 WHEELS = ("annotated-types", "bitsandbytes", "chardet", "dataproperty", "datasets", "defusedxml", "dill", "evaluate",
           "gguf", "lm-eval", "mbstrdecoder", "more-itertools", "multiprocess", "nltk", "pathvalidate", "peft",
-          "pydantic", "pydantic-core", "pytablewriter", "rouge-score", "sqlitedict", "tabledata", "tcolorpy",
-          "pytz", "transformers", "trl", "typepy", "typer", "typing-extensions", "typing-inspection", "word2number")
+          "pydantic", "pydantic-core", "pytablewriter", "pytz", "rouge-score", "sqlitedict", "tabledata", "tcolorpy",
+          "transformers", "trl", "typepy", "typer", "typing-extensions", "typing-inspection", "word2number")
 CUDA_LIBRARIES = ("libbitsandbytes_cuda130.so", "libbitsandbytes_cuda132.so")  # the image's torch is built for 13.0
 MISTRAL_7B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
               "num_key_value_heads": 8, "max_position_embeddings": 4096, "rope_theta": 10000.0}
@@ -133,7 +134,10 @@ def run(prepared: Path, out: Path, tiny: bool, steps: int, peer_models: int, onl
     device = "cuda" if torch.cuda.is_available() else "cpu"
     summary = {"machine": describe(), "tiny": tiny, "device": device, "versions": versions()}
     print(line(summary["machine"]), summary["versions"], flush=True)
-    save = lambda: (out / "gpu-summary.json").write_text(json.dumps(summary, indent=2))  # noqa: E731
+
+    def save():
+        (out / "gpu-summary.json").write_text(json.dumps(summary, indent=2))
+
     summary["preflight"] = preflight()
     save()
     if summary["preflight"] != "ok":
@@ -172,7 +176,7 @@ def preflight() -> str:
              "lm_eval.__main__, lm_eval.evaluator, rouge_score.rouge_scorer, sacrebleu, nltk\n"
              "from pytablewriter import MarkdownTableWriter\n"
              "MarkdownTableWriter(headers=['a'], value_matrix=[[1]]).dumps()\n")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=subprocess_env())
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV)
     return "ok" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["exit code"])[-1]
 
 
@@ -220,12 +224,6 @@ def describe_base(base: Path) -> dict:
             **{k: config[k] for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")}}
 
 
-def subprocess_env() -> dict:
-    import os
-
-    return {**os.environ, **ENV_OFFLINE}
-
-
 def train_ours(base: Path, text: Path, work: Path, steps: int, gradient_checkpointing: bool, log: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -237,7 +235,7 @@ def train_ours(base: Path, text: Path, work: Path, steps: int, gradient_checkpoi
                       f"out: {json.dumps(str(work / 'run'))}\n")
     with open(log, "w") as f:
         code = subprocess.run([sys.executable, "-m", "adapterbench", "train", str(config)], stdout=f,
-                              stderr=subprocess.STDOUT, env=subprocess_env()).returncode
+                              stderr=subprocess.STDOUT, env=ENV).returncode
     manifest = work / "run" / "manifest.json"
     if code != 0 or not manifest.is_file():
         return {"error": f"adapterbench train exited {code}; see {log.name}"}
@@ -249,7 +247,7 @@ def train_trl(base: Path, text: Path, work: Path, steps: int, device: str, log: 
            "--max-length", "512", "--batch-size", "1", "--max-steps", str(steps), "--device", device,
            "--output-dir", str(work)]
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=subprocess_env())
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=ENV)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": f"trl_sft_peer.py exited {proc.returncode}; see {log.name}"}
@@ -277,7 +275,7 @@ def score(base: Path, data: Path, work: Path, device: str, peer_models: int, out
     cmd = [sys.executable, str(REPO / "bench" / "eval_speed.py"), "--base", str(base), "--data", str(data),
            "--device", device, "--peer-models", str(peer_models), "--out", str(work)]
     with open(out / "eval.log", "w") as f:
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=subprocess_env()).returncode
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=ENV).returncode
     for log in ("ours-bf16.log", "peer-bfloat16-base.log"):
         if (work / log).is_file():
             shutil.copyfile(work / log, out / f"eval-{log}")

@@ -126,7 +126,7 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from adapterbench.adapters.models import resolve_dtype, resolve_model
-    from adapterbench.training.loop import peak_gpu_memory
+    from adapterbench.training.loop import peak_gpu_memory, rss_mb
 
     path = resolve_model(args.base)
     dtype = resolve_dtype(args.dtype, args.device)
@@ -173,7 +173,7 @@ def main() -> None:
     print(json.dumps({
         "tokens": tokens, "train_seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 2),
         "step_seconds": round(steps.seconds, 3), "tokens_per_step_second": round(tokens / steps.seconds, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **gpu,
+        "peak_rss_mb": round(rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), 1), **gpu,
         "steps": trainer.state.global_step, "losses": losses,
         "trl_version": trl.__version__, "dtype": str(dtype).removeprefix("torch."), "examples": len(lengths),
         "dataset_tokens": sum(lengths),
