@@ -624,6 +624,10 @@ def _echo(text: str = "", err: bool = False, as_json: bool = False) -> None:
 def main(argv: Optional[list] = None) -> None:
     """Console entry point: bad input (ours, or a command line the parser refuses) is one line on stderr and exit
     code 2, never a traceback; any other exception is a bug: one line too, and its traceback with --debug."""
+    if argv is None:  # this process is the command
+        from adapterbench.collector import tune_for_one_command
+
+        tune_for_one_command()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("ADAPTERBENCH_DEBUG", "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]  # accepted anywhere on the line
