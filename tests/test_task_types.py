@@ -136,7 +136,8 @@ def test_task_limit_compiles_only_the_first_items(tmp_path):
 # Each layer imports only from layers before it; a module's layer is its first matching prefix.
 LAYERS = [
     ("adapterbench.errors", "adapterbench.untrusted", "adapterbench.paths", "adapterbench.terminal",
-     "adapterbench.escape", "adapterbench.atomic", "adapterbench.digest", "adapterbench.record_types"),
+     "adapterbench.escape", "adapterbench.atomic", "adapterbench.digest", "adapterbench.record_types",
+     "adapterbench.collector"),
     ("adapterbench.task_types",),
     ("adapterbench.config", "adapterbench.datafiles", "adapterbench.trackers"),
     ("adapterbench.tasks",),
