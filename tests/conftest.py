@@ -79,11 +79,25 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
-def packed_calls(monkeypatch) -> list:
-    """One entry per call of a linear layer packed for oneDNN (harness/prepack.py), so a test knows packing ran."""
+def with_and_without_packing(monkeypatch):
+    """`both(run)` calls `run()` with the linear layers packed for oneDNN (harness/prepack.py), then with packing
+    switched off, checks that packed layers computed in the first call only, and returns (packed, plain)."""
+    from contextlib import nullcontext
+
+    import adapterbench.harness.lm as lm_module
     import adapterbench.harness.prepack as prepack
 
     calls = []
     packed_forward = prepack._packed_forward
     monkeypatch.setattr(prepack, "_packed_forward", lambda *a: calls.append(1) or packed_forward(*a))
-    return calls
+
+    def both(run):
+        packed = run()
+        assert calls, "no packed layer computed"
+        calls.clear()
+        monkeypatch.setattr(lm_module, "packed_linears", lambda model: nullcontext())
+        plain = run()
+        assert not calls, "a packed layer computed with packing switched off"
+        return packed, plain
+
+    return both

@@ -134,27 +134,22 @@ def test_adapters_of_every_kind_in_one_evaluation_score_as_they_do_alone(base_di
 
 
 @pytest.mark.skipif(not onednn_bf16(), reason="no oneDNN bf16 matmuls on this CPU: weights are never packed here")
-def test_packed_weights_change_no_bf16_score_of_an_unmerged_adapter(base_dir, suite_file, tmp_path, monkeypatch,
-                                                                     packed_calls):
+def test_packed_weights_change_no_bf16_score_of_an_unmerged_adapter(base_dir, suite_file, tmp_path,
+                                                                     with_and_without_packing):
     """Adapters PEFT runs unmerged (DoRA; a trained copy of the LM head; IA3's scaled layers) over a base with
     biases, in bf16: every score and greedy answer is the same with the base's layers packed for oneDNN."""
-    from contextlib import nullcontext
-
-    import adapterbench.harness.lm as lm_module
     from adapterbench.harness.evaluate import evaluate
 
     adapters = {kind: str(random_adapter(base_dir, tmp_path / kind, kind, seed=5))
                 for kind in ("dora", "lora_lm_head", "ia3")}
-    runs = []
-    for packing in (True, False):
-        if not packing:
-            monkeypatch.setattr(lm_module, "packed_linears", lambda model: nullcontext())
-        run = evaluate(suite_file, base=str(base_dir), adapters=adapters, limit=LIMIT, dtype="bf16", save=False)
-        runs.append(([(s["label"], s["task"], s["metric"], s["value"]) for s in run["scores"]],
-                     [(s["label"], s["task"], s["doc_id"], s["prediction"]) for s in run["samples"]]))
-        assert bool(packed_calls) == packing
-        packed_calls.clear()
-    assert runs[0] == runs[1]
+
+    def run():
+        result = evaluate(suite_file, base=str(base_dir), adapters=adapters, limit=LIMIT, dtype="bf16", save=False)
+        return ([(s["label"], s["task"], s["metric"], s["value"]) for s in result["scores"]],
+                [(s["label"], s["task"], s["doc_id"], s["prediction"]) for s in result["samples"]])
+
+    packed, plain = with_and_without_packing(run)
+    assert packed == plain
 
 
 def test_an_adapter_that_changes_nothing_is_refused_unless_allowed(base_dir, suite_file, tmp_path):

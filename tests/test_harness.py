@@ -87,25 +87,18 @@ def test_every_task_type_matches_lm_eval_hflm_in_float32(tiny_model_dir, suite_f
 
 
 @pytest.mark.skipif(not onednn_bf16(), reason="no oneDNN bf16 matmuls on this CPU: weights are never packed here")
-def test_packed_weights_change_no_bf16_score_or_answer(tiny_model_dir, suite_file, adapters, monkeypatch,
-                                                        packed_calls):
+def test_packed_weights_change_no_bf16_score_or_answer(tiny_model_dir, suite_file, adapters,
+                                                        with_and_without_packing):
     """bf16 on a CPU scores with its linear layers' weights packed for oneDNN; every score and every greedy answer
     of every task type, base and merged adapter alike, is the one the unpacked layers give."""
-    from contextlib import nullcontext
+    def run():
+        result = evaluate(suite_file, base=str(tiny_model_dir), adapters={"a0": str(adapters["a0"])}, limit=LIMIT,
+                          dtype="bf16", save=False)
+        return results_table(result), {(s["label"], s["task"], s["doc_id"]): s["prediction"] for s in result["samples"]}
 
-    import adapterbench.harness.lm as lm_module
-    runs = {}
-    for packing in (True, False):
-        if not packing:
-            monkeypatch.setattr(lm_module, "packed_linears", lambda model: nullcontext())
-        run = evaluate(suite_file, base=str(tiny_model_dir), adapters={"a0": str(adapters["a0"])}, limit=LIMIT,
-                       dtype="bf16", save=False)
-        runs[packing] = (results_table(run), {(s["label"], s["task"], s["doc_id"]): s["prediction"]
-                                              for s in run["samples"]})
-        assert bool(packed_calls) == packing
-        packed_calls.clear()
-    assert runs[True] == runs[False]
-    assert runs[True][0]["a0"] != runs[True][0]["base"]  # the adapter is really there
+    packed, plain = with_and_without_packing(run)
+    assert packed == plain
+    assert packed[0]["a0"] != packed[0]["base"]  # the adapter is really there
 
 
 def test_adapter_among_four_scores_as_it_does_alone(tiny_model_dir, suite_file, adapters):
