@@ -28,6 +28,7 @@ from adapterbench.errors import UserError
 from adapterbench.provenance import base_sha, environment, git_commit
 from adapterbench.record_types import Evaluation, ModelEntry, Score, SuiteRef
 from adapterbench.trackers import finish_trackers, flat_config, tracker_problem
+from adapterbench.training.attention import use_training_attention
 from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, load_checkpoint, prune_checkpoints,
                                                rng_state, save_checkpoint, save_peft_dir, set_rng_state)
 from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_examples
@@ -151,6 +152,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
                       target_modules=targets, layers_to_transform=config.lora.layers, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     use_fast_lora_dropout(model)
+    use_training_attention(model)
     if autocast_bf16(config):
         # LoRA weights stay fp32 (AdamW's updates are too small for bf16), but PEFT would cast each LoRA input up to
         # fp32 as well: an fp32 copy of every activation kept for backward, and slow fp32 matmuls. Under autocast
