@@ -11,7 +11,7 @@ import torch
 GROUP_SLACK = 0.8  # a segment joins a length group while it is at least this fraction of the group's longest
 _PLAN: ContextVar = ContextVar("adapterbench_segment_plan", default=None)
 _sdpa = None  # transformers' own SDPA attention: what every segment group, and every declined call, runs through
-_IGNORED_TENSORS = {"position_ids", "cache_position"}  # passed down to attention, never read by SDPA
+IGNORED_TENSORS = {"position_ids", "cache_position"}  # passed down to attention, never read by SDPA
 
 
 @contextmanager
@@ -84,7 +84,7 @@ class SegmentPlan:
                 or query.shape[0] != self.rows or query.shape[2] != self.width
                 or key.shape[2] != self.prefix + self.width or kwargs.get("softcap") is not None
                 or kwargs.get("dropout", 0.0) or kwargs.get("output_attentions")
-                or any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in _IGNORED_TENSORS)):
+                or any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in IGNORED_TENSORS)):
             return None
         if self._checked is None or self._checked[0] is not attention_mask:
             self._checked = (attention_mask, self._gather(attention_mask))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from adapterbench.harness.segments import IGNORED_TENSORS
+
 NAME = "adapterbench_training"  # registered with transformers' AttentionInterface beside "sdpa"
 # Measured faster than SDPA up to rows of 512 (the default max_length); the fp32 [heads, L, L] scores grow with L^2
 SHORT_ROWS = 512
 # In fp32 SDPA's backward is no slower (a paired A/B on the bench workload: 1.5 % apart), so fp32 keeps SDPA
 DTYPES = (torch.bfloat16,)
-_IGNORED_TENSORS = {"position_ids", "cache_position"}  # passed down to attention, never read by SDPA
 _last_bias: list = [None, None]  # [the mask (or the causal length) it was made for, the bias]
 
 
@@ -54,7 +55,7 @@ def _fitting_mask(module, query, key, value, attention_mask, dropout, is_causal,
             and key.shape[-1] == value.shape[-1] == query.shape[-1] and query.shape[1] % key.shape[1] == 0
             and not dropout and kwargs.get("softcap") is None and not kwargs.get("output_attentions")
             and kwargs.get("cache") is None
-            and not any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in _IGNORED_TENSORS)):
+            and not any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in IGNORED_TENSORS)):
         return False
     if attention_mask is None:
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
@@ -69,10 +70,10 @@ def _fitting_mask(module, query, key, value, attention_mask, dropout, is_causal,
 def _bias(mask, length: int, device) -> torch.Tensor:
     """The scores' additive mask, [batch or 1, 1, length, length]: 0 where a query may attend, -inf elsewhere; one per
     mask, which every layer of a forward shares."""
-    key, made_for = (length, str(device)) if mask is None else mask, _last_bias[0]
-    if not (made_for is key or isinstance(key, tuple) and made_for == key):
+    made_for, cached = (length, str(device)) if mask is None else mask, _last_bias[0]
+    if not (cached is made_for or isinstance(cached, tuple) and isinstance(made_for, tuple) and cached == made_for):
         allowed = torch.ones(1, 1, length, length, dtype=torch.bool, device=device).tril_() if mask is None else mask
-        _last_bias[:] = [key, torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, float("-inf"))]
+        _last_bias[:] = [made_for, torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, float("-inf"))]
     return _last_bias[1]
 
 
