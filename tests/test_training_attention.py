@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adapterbench.training import attention
-from adapterbench.training.attention import SHORT_ROWS, training_attention, use_training_attention
+from adapterbench.training.attention import MAX_ROW_TOKENS, training_attention, use_training_attention
 from tiny_models import ARCHITECTURES, build_arch_model
 
 HEADS, DIM, LENGTH = 6, 8, 20
@@ -89,7 +89,7 @@ def test_in_bf16_it_is_as_close_to_the_exact_attention_as_sdpa_is(fast_calls):
 def test_calls_it_cannot_reproduce_run_sdpa(call, fast_calls, monkeypatch):
     if call == "fp32":
         monkeypatch.setattr(attention, "DTYPES", (torch.bfloat16,))  # the trainer's
-    length = SHORT_ROWS + 1 if call == "long_rows" else LENGTH
+    length = MAX_ROW_TOKENS + 1 if call == "long_rows" else LENGTH
     query, key, value = inputs(2, torch.float32 if call == "fp32" else torch.bfloat16, length=length, batch=1)
     mask, kwargs = masks("padded", length)[:1], {}
     if call == "float_mask":

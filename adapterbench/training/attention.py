@@ -9,7 +9,7 @@ from adapterbench.harness.segments import IGNORED_TENSORS
 
 NAME = "adapterbench_training"  # registered with transformers' AttentionInterface beside "sdpa"
 # Measured faster than SDPA up to rows of 512 (the default max_length); the fp32 [heads, L, L] scores grow with L^2
-SHORT_ROWS = 512
+MAX_ROW_TOKENS = 512
 # In fp32 SDPA's backward is no slower (a paired A/B on the bench workload: 1.5 % apart), so fp32 keeps SDPA
 DTYPES = (torch.bfloat16,)
 _last_bias: list = [None, None]  # [the mask (or the causal length) it was made for, the bias]
@@ -51,7 +51,7 @@ def _fitting_mask(module, query, key, value, attention_mask, dropout, is_causal,
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
             and query.device.type == "cpu" and query.dtype in DTYPES
             and key.dtype == value.dtype == query.dtype and key.dim() == value.dim() == 4
-            and 1 < length <= SHORT_ROWS and key.shape[2] == value.shape[2] == length
+            and 1 < length <= MAX_ROW_TOKENS and key.shape[2] == value.shape[2] == length
             and key.shape[-1] == value.shape[-1] == query.shape[-1] and query.shape[1] % key.shape[1] == 0
             and not dropout and kwargs.get("softcap") is None and not kwargs.get("output_attentions")
             and kwargs.get("cache") is None
@@ -108,7 +108,7 @@ class _ShortCausalAttention(torch.autograd.Function):
             grad_scores = grad_probs.sub_(row_dot).mul_(probs).mul_(ctx.scale).to(grouped.dtype)
             grad_query = torch.matmul(grad_scores, key)
             grad_key = torch.matmul(grad_scores.transpose(-1, -2), grouped)
-        batch, kv_heads, _, dim = grouped.shape
+        batch, _, _, dim = grouped.shape
         return grad_query.view(batch, -1, key.shape[2], dim), grad_key, grad_value, None, None
 
 
