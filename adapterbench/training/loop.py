@@ -33,6 +33,7 @@ from adapterbench.training.checkpoints import (copy_adapter, list_checkpoints, l
                                                rng_state, save_checkpoint, save_peft_dir, set_rng_state)
 from adapterbench.training.collate import IGNORE, collate, epoch_batches, load_examples
 from adapterbench.training.dropout import use_fast_lora_dropout
+from adapterbench.training.lora_forward import use_lean_lora_forward
 
 ADAPTER_NAME = "default"  # PEFT's name for the adapter of get_peft_model
 LOSS_CHUNK_ROWS = 64  # supervised positions whose logits (49k wide for the default model) exist at once
@@ -152,6 +153,7 @@ def train(config: TrainConfig, *, resume: bool = False, store: str | Path | None
                       target_modules=targets, layers_to_transform=config.lora.layers, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     use_fast_lora_dropout(model)
+    use_lean_lora_forward(model)
     use_training_attention(model)
     if autocast_bf16(config):
         # LoRA weights stay fp32 (AdamW's updates are too small for bf16), but PEFT would cast each LoRA input up to
