@@ -1,6 +1,6 @@
 """The trainer's LoRA layer forward: PEFT's vanilla LoRA, base(x) + scaling * B(A(dropout(x))), with the base
-output's defensive copy dropped and B, the scaling and the sum in one addmm (bench/RESULTS.md: a QLoRA step ~5 %
-faster on the 2-core machine). Any call it does not reproduce exactly runs PEFT's own forward."""
+output's defensive copy dropped and B, the scaling and the sum in one addmm (bench/RESULTS.md: a QLoRA epoch 1-2 %
+faster on the 2-core machine, paired). Any call it does not reproduce exactly runs PEFT's own forward."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ def lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x)
     hidden = self.lora_A[adapter](self.lora_dropout[adapter](x))
-    if result.dtype != hidden.dtype:  # a base that computes in another dtype than its input: PEFT casts
-        return type(self).forward(self, x)
     rows = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]),
                        self.lora_B[adapter].weight.t(), alpha=self.scaling[adapter])
     return rows.view(result.shape)
@@ -36,8 +34,10 @@ def lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 def lean_adapter(layer, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
     """The one adapter a gradient-tracking forward of `layer` applies, if it is vanilla LoRA (no DoRA or other
-    variant, no bias on B) and computes in one dtype with its input (under autocast, or all of one dtype); else None.
-    Without gradients (the trainer's evaluations) PEFT's forward runs, so they score what `adapterbench eval` does."""
+    variant, no bias on B) and the base's output and the LoRA product come out in the input's dtype (under autocast,
+    an input already in its dtype; without, input, LoRA weights and an unquantized base's weight of one dtype), so
+    PEFT's sum casts nothing; else None. Without gradients (the trainer's evaluations) PEFT's forward runs, so they
+    score what `adapterbench eval` does."""
     if args or kwargs or not torch.is_grad_enabled() or layer.disable_adapters or layer.merged:
         return None
     active = [name for name in layer.active_adapters if name in layer.lora_A]
@@ -48,5 +48,9 @@ def lean_adapter(layer, x: torch.Tensor, args: tuple, kwargs: dict) -> str | Non
     if (lora_b.bias is not None or lora_a.bias is not None or not isinstance(lora_a, torch.nn.Linear)
             or type(lora_b) is not torch.nn.Linear):
         return None
-    same_dtype = x.dtype == lora_a.weight.dtype == lora_b.weight.dtype
-    return adapter if same_dtype or torch.is_autocast_enabled(x.device.type) else None
+    if torch.is_autocast_enabled(x.device.type):
+        return adapter if x.dtype == torch.get_autocast_dtype(x.device.type) else None
+    base = layer.get_base_layer().weight
+    quantized = getattr(base, "quant_state", None) is not None  # bitsandbytes casts its output to the input's dtype
+    same_dtype = x.dtype == lora_a.weight.dtype == lora_b.weight.dtype and (quantized or base.dtype == x.dtype)
+    return adapter if same_dtype else None
